@@ -1,0 +1,1 @@
+"""One module per backend. Each exposes one `Finetune` subclass."""

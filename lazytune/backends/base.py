@@ -1,0 +1,215 @@
+"""What every backend shares: model/target/data checks, the plan skeleton, running it, the run manifest.
+
+A backend subclasses `Finetune`, declares its `option_spec()` and fills the plan in `build(plan)`:
+files to write and argv steps. It never starts a process itself.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import launchers
+from launchers import Launcher
+
+from ..config import settings
+from ..data import resolve_data
+from ..errors import ConfigError, ModelNotFoundError, TargetExistsError
+from ..options import OptionSpec
+from ..plan import Plan, Target
+from ..run import Run
+
+DataArg = str | os.PathLike | Sequence[str | os.PathLike] | None
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+def script(name: str) -> str:
+    """Absolute path of one of our standalone scripts (run by path with the backend's interpreter)."""
+    path = SCRIPTS / name
+    if not path.is_file():
+        raise FileNotFoundError(f"lazytune script missing: {path}")
+    return str(path)
+
+def backend_python(env_name: str) -> str:
+    """The interpreter a backend's steps run with (LAZYTUNE_<ENV>_PYTHON, its managed env, else this one)."""
+    try:
+        from ..envs import python_for
+    except ImportError:  # environments module not installed in this build
+        return sys.executable
+    return python_for(env_name)
+
+def resolve_model(base_model: str | os.PathLike, need_config: bool = True) -> Path:
+    """The base model folder: a path, or a name found under LAZYTUNE_MODEL_PATH. Nothing is downloaded."""
+    if not isinstance(base_model, (str, os.PathLike)) or not str(base_model):
+        raise ModelNotFoundError(f"base_model must be a folder path, got {base_model!r}")
+    path = Path(base_model).expanduser()
+    searched = [path]
+    if not path.exists() and not path.is_absolute():
+        for root in settings().model_path:
+            searched.append(root / path)
+            if (root / path).exists():
+                path = root / path
+                break
+    if not path.exists():
+        where = ", ".join(str(p) for p in searched)
+        raise ModelNotFoundError(
+            f"base model not found: {base_model} (looked in: {where}). lazytune never downloads models: "
+            "pass a local folder, or set LAZYTUNE_MODEL_PATH to folders that contain it."
+        )
+    if not path.is_dir():
+        raise ModelNotFoundError(f"base model must be a folder, not a file: {path}")
+    if need_config and not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
+    return path.resolve()
+
+def resolve_target(target_path: str | os.PathLike, merge_path: str | os.PathLike | None = None) -> Target:
+    """LazyLLM layout: <target>/lazyllm_lora + <target>/lazyllm_merge; a target named lazyllm_lora uses its sibling."""
+    if not isinstance(target_path, (str, os.PathLike)) or not str(target_path):
+        raise ConfigError(f"target_path must be a folder path, got {target_path!r}")
+    target = Path(target_path).expanduser()
+    if not target.is_absolute():
+        target = settings().train_target_root / target
+    target = target.absolute()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"target_path exists and is not a folder: {target}")
+    if target.name == "lazyllm_lora":
+        root, lora = target.parent, target
+    else:
+        root, lora = target, target / "lazyllm_lora"
+    merge = Path(merge_path).expanduser().absolute() if merge_path else root / "lazyllm_merge"
+    return Target(root=root, lora=lora, merge=merge)
+
+def _non_empty(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+def check_target(target: Target, overwrite: bool) -> None:
+    """A target that already holds results is an error unless overwrite=True (nothing is lost by accident)."""
+    if overwrite:
+        return
+    taken = [p for p in (target.lora, target.merge) if _non_empty(p)]
+    if target.manifest.exists():
+        taken.append(target.manifest)
+    if target.lora != target.root / "lazyllm_lora":
+        pass  # target given as .../lazyllm_lora: its parent may hold other things
+    elif _non_empty(target.root) and not taken:
+        taken.append(target.root)
+    if taken:
+        raise TargetExistsError(
+            f"target is not empty: {', '.join(str(p) for p in taken)}; pass overwrite=True to replace it, "
+            "or choose another target_path"
+        )
+
+def default_launcher() -> Launcher:
+    """A new launcher from LAZYTUNE_DEFAULT_LAUNCHER (created per trainer, never at import)."""
+    kind = settings().default_launcher
+    if kind in ("local", "empty"):
+        return launchers.local()
+    if kind == "slurm":
+        return launchers.slurm()
+    if kind == "remote":
+        return launchers.remote()
+    raise ConfigError(f"LAZYTUNE_DEFAULT_LAUNCHER={kind!r}: expected local, slurm or remote")
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+class Finetune(abc.ABC):
+    """Base of every `finetune.<backend>`: `trainer.plan(data)` builds, `trainer(data)` runs and returns a path."""
+
+    name: ClassVar[str] = ""
+    env_name: ClassVar[str] = ""  # which managed environment's python runs the steps
+    needs_data: ClassVar[bool] = True
+    needs_model_config: ClassVar[bool] = True
+    version_packages: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, base_model: str | os.PathLike, target_path: str | os.PathLike,
+                 merge_path: str | os.PathLike | None = None, launcher: Launcher | None = None,
+                 overwrite: bool = False, **kw: Any):
+        if launcher is not None and not isinstance(launcher, Launcher):
+            raise ConfigError(f"launcher must be a launchers.* object, got {type(launcher).__name__}")
+        if not isinstance(overwrite, bool):
+            raise ConfigError(f"overwrite must be True or False, got {overwrite!r}")
+        self.base_model = resolve_model(base_model, self.needs_model_config)
+        self.target = resolve_target(target_path, merge_path)
+        self.overwrite = overwrite
+        self._launcher = launcher
+        self.options = self.validate_options(kw)
+
+    # -- what a backend provides -----------------------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def option_spec(cls) -> OptionSpec:
+        """The whitelist of keyword options."""
+
+    def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
+        """Validated options with defaults filled in. Backends add cross-checks by overriding."""
+        return self.option_spec().resolve(kw)
+
+    @abc.abstractmethod
+    def build(self, plan: Plan) -> None:
+        """Fill `plan.files`, `plan.steps` and `plan.result`."""
+
+    def check_outputs(self, plan: Plan) -> list[str]:
+        """Problems with the outputs after a successful job (empty list: all there). Never just True."""
+        return [f"missing {p}" for p in (plan.target.lora, plan.target.merge) if not _non_empty(p)]
+
+    def metrics(self, plan: Plan) -> dict[str, Any]:
+        """Numbers read from the run's own logs (final loss, steps) for the manifest."""
+        return {}
+
+    # -- the pipeline --------------------------------------------------------------------------------------------
+    @property
+    def launcher(self) -> Launcher:
+        if self._launcher is None:
+            self._launcher = default_launcher()
+        return self._launcher
+
+    def python(self) -> str:
+        return backend_python(self.env_name or self.name)
+
+    def plan(self, data: DataArg = None) -> Plan:
+        """Check everything and return the Plan. Writes nothing, starts nothing."""
+        check_target(self.target, self.overwrite)
+        files = resolve_data(data) if (self.needs_data or data is not None) else []
+        run_id = new_run_id()
+        plan = Plan(
+            backend=self.name, run_id=run_id, target=self.target, run_dir=self.target.runs / run_id,
+            base_model=self.base_model, data=files, options=dict(self.options), topology=self.launcher.topology(),
+            result=self.target.merge,
+        )  # fmt: skip
+        self.build(plan)
+        return plan
+
+    def prepare_target(self, plan: Plan) -> None:
+        """With overwrite=True, clear the previous results this run will write (never anything else)."""
+        if not self.overwrite:
+            return
+        for path in (plan.target.lora, plan.target.merge):
+            if path.is_dir() and not self.keeps_previous_lora(path):
+                shutil.rmtree(path)
+        plan.target.manifest.unlink(missing_ok=True)
+
+    def keeps_previous_lora(self, path: Path) -> bool:
+        """True where a run resumes from checkpoints in `path` (backends with resume support override)."""
+        return False
+
+    def start(self, data: DataArg = None, plan: Plan | None = None) -> Run:
+        """Write the plan's files and start it; returns at once with a `Run`."""
+        plan = plan or self.plan(data)
+        self.prepare_target(plan)
+        plan.write_files()
+        return Run.start(self, plan)
+
+    def __call__(self, data: DataArg = None) -> str | Run:
+        """Train (and merge). Sync launcher: returns the result folder. Async launcher: returns the `Run`."""
+        run = self.start(data)
+        return run.wait() if self.launcher.sync else run
+
+    def __repr__(self) -> str:
+        return f"finetune.{self.name}({str(self.base_model)!r}, {str(self.target.root)!r}, **{self.options!r})"

@@ -1,0 +1,140 @@
+"""`lazytune env install|list|path|check|remove`: the per-backend virtual environments (see lazytune/envs.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lazytune import envs
+
+HELP = "manage one virtual environment per backend (install, list, path, check, remove)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `env` and its sub-verbs to the top-level CLI's subparsers; returns the `env` parser."""
+    names = list(envs.BACKENDS)
+    parser = subparsers.add_parser(
+        "env",
+        help=HELP,
+        description=(
+            "One virtual environment per backend under $LAZYTUNE_HOME/envs (default ~/.lazytune/envs). A backend's "
+            "steps run with LAZYTUNE_<BACKEND>_PYTHON if set, else its installed environment, else this Python."
+        ),
+    )
+    sub = parser.add_subparsers(dest="env_command", metavar="{install,list,path,check,remove}")
+    sub.required = True
+
+    p = sub.add_parser("install", help="create or update environments (skipped when already up to date)")
+    p.add_argument("backends", nargs="*", metavar="BACKEND", help=f"one or more of: {', '.join(names)}")
+    p.add_argument("--all", action="store_true", help="every environment")
+    p.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    torch = p.add_mutually_exclusive_group()
+    torch.add_argument("--cpu", dest="cuda", action="store_false", default=None, help="CPU torch build")
+    torch.add_argument(
+        "--cuda", dest="cuda", action="store_true", help="CUDA torch build (default: if nvidia-smi lists a GPU)"
+    )
+
+    p = sub.add_parser("list", help="every environment: state, path, interpreter used")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("path", help="print an environment's folder (or its interpreter with --python)")
+    p.add_argument("backend", metavar="BACKEND")
+    p.add_argument("--python", action="store_true", help="print the interpreter the backend's steps run with")
+
+    p = sub.add_parser("check", help="import the backend with its interpreter and report versions")
+    p.add_argument("backends", nargs="*", metavar="BACKEND")
+    p.add_argument("--all", action="store_true", help="every environment")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("remove", help="delete a managed environment")
+    p.add_argument("backends", nargs="+", metavar="BACKEND")
+
+    parser.set_defaults(command_module=__name__)
+    return parser
+
+
+def _selected(args: argparse.Namespace) -> list[str]:
+    chosen = list(envs.BACKENDS) if getattr(args, "all", False) else list(args.backends)
+    if not chosen:
+        raise envs.EnvError("name at least one backend, or pass --all")
+    for name in chosen:
+        envs.get_spec(name)  # unknown names fail before anything is installed
+    return chosen
+
+
+def _size(stamp: dict | None) -> str:
+    if not stamp or "size_bytes" not in stamp:
+        return ""
+    return f"{stamp['size_bytes'] / 1e9:.1f} GB, built in {stamp.get('install_seconds', 0):.0f} s"
+
+
+def _print_check(result: dict) -> None:
+    mark = "ok" if result["ok"] else "FAILED"
+    print(f"{result['name']}: {mark}  ({result['python']}, Python {result.get('python_version', '?')})")
+    for module, info in result.get("imports", {}).items():
+        line = f"ok ({info['seconds']} s)" if info["ok"] else info["error"]
+        print(f"  import {module}: {line}")
+    for dist, version in result.get("versions", {}).items():
+        print(f"  {dist}: {version or 'not installed'}")
+    for cmd in result.get("commands", []):
+        print(f"  $ {' '.join(cmd['argv'])}: exit {cmd['returncode']}")
+    for dist in result.get("forbidden_present", []):
+        print(f"  {dist} is installed but must not be (breaks this backend)")
+    if result.get("error"):
+        print(f"  error: {result['error']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out `lazytune env ...`; returns the exit code."""
+    try:
+        return _run(args)
+    except envs.EnvError as exc:
+        print(f"lazytune env: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = args.env_command
+    if command == "install":
+        for name in _selected(args):
+            envs.install(name, force=args.force, cuda=args.cuda)
+        return 0
+    if command == "list":
+        rows = envs.list_envs()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            state = r["state"] + (f" (overridden by {envs.python_variable(r['name'])})" if r["override"] else "")
+            print(f"{r['name']:<{width}}  {state:<10}  {r['path']}  {_size(r['stamp'])}".rstrip())
+            print(f"{'':<{width}}  runs with {r['python']}")
+        return 0
+    if command == "path":
+        print(envs.python_for(args.backend) if args.python else envs.env_dir(args.backend))
+        return 0
+    if command == "check":
+        results = [envs.check(name) for name in _selected(args)]
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            for result in results:
+                _print_check(result)
+        return 0 if all(r["ok"] for r in results) else 1
+    if command == "remove":
+        for name in _selected(args):
+            print(f"{name}: {'removed' if envs.remove(name) else 'not installed'}")
+        return 0
+    raise envs.EnvError(f"unknown env command {command!r}")  # pragma: no cover - argparse rejects it first
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (`python -m lazytune.commands.env ...`), used until/besides `lazytune env`."""
+    parser = argparse.ArgumentParser(prog="lazytune")
+    add_parser(parser.add_subparsers(dest="command"))
+    return run(parser.parse_args(["env", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
