@@ -35,7 +35,7 @@ def _mib(text: str) -> int:
 
 
 def parse_nvidia_smi(output: str) -> list[Gpu]:
-    """Parse `nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,memory.free --format=csv,noheader,nounits`."""
+    """Parse the CSV of `nvidia-smi --query-gpu=<QUERY> --format=csv,noheader,nounits`."""
     gpus = []
     for line in output.splitlines():
         line = line.strip()

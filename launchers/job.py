@@ -252,7 +252,7 @@ class Job:
             "failure_reason": self.failure_reason,
             "steps": [
                 {"name": r.name, "exit_code": r.exit_code, "seconds": r.seconds, "log": str(s.log)}
-                for r, s in zip(self.results, self.steps)
+                for r, s in zip(self.results, self.steps, strict=True)
             ],
         }
 

@@ -78,7 +78,7 @@ class LocalJob(Job):
     def _run_all(self) -> None:
         self._set_state(JobState.RUNNING)
         try:
-            for step, argv, result in zip(self.steps, self._argvs, self.results):
+            for step, argv, result in zip(self.steps, self._argvs, self.results, strict=True):
                 if self._cancelled.is_set():
                     break
                 result.started = time.time()
