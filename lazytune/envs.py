@@ -85,6 +85,7 @@ class EnvSpec:
     forbidden: tuple[str, ...] = ()  # distributions removed after install (and reported if present)
     standins: tuple[Standin, ...] = ()
     check_commands: tuple[tuple[str, ...], ...] = ()  # argv run by `check`; "{bin}" is the env's bin folder
+    environment: tuple[tuple[str, str], ...] = ()  # variables every step run with this env needs (`environment_for`)
 
     @property
     def python_variable(self) -> str:
@@ -132,7 +133,13 @@ _LLAMAFACTORY_COMMON = (
 )
 
 
-def _llamafactory(name: str, trl: str, description: str, extra_imports: tuple[str, ...]) -> EnvSpec:
+def _llamafactory(
+    name: str,
+    pins: tuple[str, ...],
+    description: str,
+    imports: tuple[str, ...],
+    environment: tuple[tuple[str, str], ...] = (),
+) -> EnvSpec:
     return EnvSpec(
         name=name,
         description=description,
@@ -140,15 +147,16 @@ def _llamafactory(name: str, trl: str, description: str, extra_imports: tuple[st
             PipGroup((TORCH,)),
             # Its declared deps pull torchvision/torchaudio/av/gradio: multi-GB, and they break torch 2.13 CPU.
             PipGroup(("llamafactory==0.9.5",), no_deps=True),
-            PipGroup((*_LLAMAFACTORY_COMMON, trl)),
+            PipGroup((*_LLAMAFACTORY_COMMON, *pins)),
         ),
-        imports=("llamafactory", "llamafactory.train.tuner", *extra_imports),
+        imports=("llamafactory", *imports),
         report=("llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate"),
         forbidden=("torchvision", "torchaudio"),
         standins=(
             Standin("torchaudio", "imported at module top by llamafactory/data/mm_plugin.py", _TORCHAUDIO_STANDIN),
         ),
         check_commands=(("{bin}/llamafactory-cli", "version"),),
+        environment=environment,
     )
 
 
@@ -156,12 +164,21 @@ def _llamafactory(name: str, trl: str, description: str, extra_imports: tuple[st
 BACKENDS: dict[str, EnvSpec] = {
     spec.name: spec
     for spec in (
-        _llamafactory("llamafactory", "trl==0.24.0", "LLaMA-Factory 0.9.5 (all stages but PPO)", ()),
+        _llamafactory(
+            "llamafactory",
+            ("trl==0.24.0",),
+            "LLaMA-Factory 0.9.5 (all stages but PPO)",
+            ("llamafactory.train.tuner",),
+        ),
+        # LF 0.9.5's PPO trainer uses the trl <= 0.9.6 API, but LF checks trl>=0.18 at startup and its tuner module
+        # imports the other stages (which need trl 0.24): run PPO via llamafactory.train.ppo.workflow with
+        # DISABLE_VERSION_CHECK=1. trl 0.9.6 wants numpy<2, so pyarrow must predate its numpy>=2 requirement.
         _llamafactory(
             "llamafactory-ppo",
-            "trl==0.9.6",
+            ("trl==0.9.6", "pyarrow<22"),
             "LLaMA-Factory 0.9.5 with trl 0.9.6 for the PPO stage",
             ("llamafactory.train.ppo.workflow",),
+            environment=(("DISABLE_VERSION_CHECK", "1"),),
         ),
         EnvSpec(
             name="alpacalora",
@@ -269,6 +286,11 @@ def python_for(name: str) -> str:
     return sys.executable
 
 
+def environment_for(name: str) -> dict[str, str]:
+    """Environment variables the backend's steps need when run with its environment (e.g. DISABLE_VERSION_CHECK)."""
+    return dict(get_spec(name).environment)
+
+
 def torch_requirement(cuda: bool) -> str:
     """The torch requirement for a machine with (`cuda=True`) or without a GPU.
 
@@ -291,10 +313,16 @@ def has_gpu() -> bool:
 
 
 def spec_hash(spec: EnvSpec, variant: str) -> str:
-    """Hash of everything that decides an environment's content: the spec, torch variant, Python minor version."""
+    """Hash of what decides an environment's content: requirement groups, removals, stand-ins, torch, Python minor.
+
+    Fields that only say how to check or run it (imports, report, check_commands, environment) are left out, so
+    changing them never forces a rebuild.
+    """
     payload = {
         "format": FORMAT_VERSION,
-        "spec": dataclasses.asdict(spec),
+        "groups": [dataclasses.asdict(g) for g in spec.groups],
+        "forbidden": list(spec.forbidden),
+        "standins": [dataclasses.asdict(s) for s in spec.standins],
         "variant": variant,
         "torch": torch_requirement(variant == "cuda"),
         "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
@@ -538,7 +566,7 @@ def check(name: str, *, timeout: float = 600) -> dict[str, Any]:
     python = python_for(name)
     dists = list(spec.report) + [d for d in spec.forbidden if d not in spec.report]
     argv = [python, "-c", _CHECK_CODE, json.dumps(list(spec.imports)), json.dumps(dists)]
-    env = dict(os.environ, PYTHONNOUSERSITE="1")
+    env = dict(os.environ, PYTHONNOUSERSITE="1", **dict(spec.environment))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
