@@ -1,0 +1,588 @@
+"""Submit a pipeline of steps to SLURM as one generated batch script (`sbatch`), and follow it as a `Job`.
+
+    import launchers
+    job = launchers.slurm(partition="debug", nnodes=2, ngpus=8, time="2:00:00").run(steps, name="sft")
+
+The batch script is the one place where shell appears: every argv item is quoted with `shlex`, the script runs with
+`set -euo pipefail`, steps run in order and the first non-zero exit ends the job (a merge never runs after a failed
+train). Distributed steps on several nodes start one torchrun per node through `srun`, meeting at a c10d rendezvous
+on the first node of the allocation. The job's state comes from `scontrol show job` (`sacct` when the controller has
+forgotten the job and accounting exists) and from a small status file the script writes per step.
+
+Environment: the job gets an explicit allow-list of the submitter's variables (`DEFAULT_ENV_ALLOW`, plus `env_allow`)
+through `sbatch --export=NAMES`. Variables whose names look like credentials are never written into the script: they
+travel only through sbatch's own environment, and only when named explicitly (`env=`, a step's env, or `env_allow`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time as _time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .base import Launcher, Topology
+from .job import SECRET_NAME, Job, JobState, Step, redact, tail
+from .torchrun import split_python_argv, torchrun_argv
+
+# Variables of the submitting environment that jobs get (exact names, then name prefixes). Secret-looking names are
+# never taken through a prefix: only when named exactly in `env_allow` or given in `env=` / a step's env.
+DEFAULT_ENV_ALLOW: tuple[str, ...] = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
+    "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
+    "LD_LIBRARY_PATH", "CUDA_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM", "SLURM_CONF",
+)  # fmt: skip
+DEFAULT_ENV_ALLOW_PREFIXES: tuple[str, ...] = ("LAZYTUNE_", "HF_", "TRANSFORMERS_", "TORCH_", "PYTORCH_", "NCCL_")
+
+# SLURM job states (scontrol / sacct / squeue long names) -> JobState.
+SLURM_STATES: dict[str, JobState] = {
+    "PENDING": JobState.PENDING, "REQUEUED": JobState.PENDING, "REQUEUE_FED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING, "CONFIGURING": JobState.PENDING, "RESV_DEL_HOLD": JobState.PENDING,
+    "RUNNING": JobState.RUNNING, "COMPLETING": JobState.RUNNING, "SUSPENDED": JobState.RUNNING,
+    "STOPPED": JobState.RUNNING, "SIGNALING": JobState.RUNNING, "STAGE_OUT": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING, "SPECIAL_EXIT": JobState.FAILED,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED, "BOOT_FAIL": JobState.FAILED, "DEADLINE": JobState.FAILED,
+    "PREEMPTED": JobState.CANCELLED, "REVOKED": JobState.CANCELLED, "CANCELLED": JobState.CANCELLED,
+    "TIMEOUT": JobState.TIMEOUT, "NODE_FAIL": JobState.NODE_FAIL, "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY,
+}  # fmt: skip
+
+# Placeholders for values only the batch shell knows; rendered as "${VAR}" (NUL cannot occur in a real argv).
+_NODE_ADDR_SED = r"""'s/.*NodeAddr=\([^ ]*\).*/\1/p'"""
+# Masks the values of the named variables in a step's output (names only ever appear in the script, never values).
+_REDACT_FUNCTION = r"""lazytune_redact() {  # usage: cmd | lazytune_redact 'NAME1 NAME2'
+    awk -v names="$1" 'BEGIN { n = split(names, k, " ") }
+    { for (i = 1; i <= n; i++) { v = ENVIRON[k[i]]; if (length(v) < 4) continue; out = ""; s = $0
+        while ((p = index(s, v)) > 0) { out = out substr(s, 1, p - 1) "***"; s = substr(s, p + length(v)) }
+        $0 = out s }
+      print; fflush() }'
+}"""
+_VAR = re.compile(r"\x00([A-Z_][A-Z0-9_]*)\x00")
+
+
+def shell_var(name: str) -> str:
+    """An argv fragment that the batch script expands at run time, e.g. ``f"--port={shell_var('MASTER_PORT')}"``."""
+    return f"\x00{name}\x00"
+
+
+def quote_arg(arg: str) -> str:
+    """shlex-quote one argv item; `shell_var` placeholders inside it become double-quoted expansions."""
+    parts = _VAR.split(arg)
+    if len(parts) == 1:
+        return shlex.quote(arg)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(f'"${{{part}}}"')
+        elif part:
+            out.append(shlex.quote(part))
+    return "".join(out)
+
+
+def quote_argv(argv: Iterable[str]) -> str:
+    """`shlex.join` that also understands `shell_var` placeholders."""
+    return " ".join(quote_arg(a) for a in argv)
+
+
+def _comment(text: str) -> str:
+    """Text safe inside a `#` comment (a newline would end the comment and start a command)."""
+    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _check_env_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"invalid environment variable name {name!r}")
+
+
+def is_secret(name: str) -> bool:
+    """Whether a variable name looks like a credential (TOKEN, KEY, SECRET, PASSWORD, ...)."""
+    return bool(SECRET_NAME.search(name))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks SLURM for."""
+
+    nnodes: int = 1
+    ntasks_per_node: int = 1
+    ngpus: int = 0
+    partition: str | None = None
+    time: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+
+
+def _job_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:100] or "lazytune"
+
+
+def _output_pattern(path: Path) -> str:
+    """sbatch expands %-patterns in --output; a path with '%' in it is written with '%%' (no backslash present)."""
+    text = str(path)
+    return text if "\\" in text else text.replace("%", "%%")
+
+
+def sbatch_argv(
+    script: Path,
+    name: str,
+    output: Path,
+    res: Resources,
+    export: Sequence[str],
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The `sbatch --parsable ...` argv submitting `script` (options on the command line, not in #SBATCH lines)."""
+    argv = [
+        "sbatch", "--parsable", f"--job-name={_job_name(name)}", f"--output={_output_pattern(output)}",
+        f"--nodes={res.nnodes}", f"--ntasks-per-node={res.ntasks_per_node}",
+    ]  # fmt: skip
+    if res.ngpus:
+        argv.append(f"--gres=gpu:{res.ngpus}")
+    if res.partition:
+        argv.append(f"--partition={res.partition}")
+    if res.time:
+        argv.append(f"--time={res.time}")
+    if res.cpus_per_task:
+        argv.append(f"--cpus-per-task={res.cpus_per_task}")
+    if res.mem:
+        argv.append(f"--mem={res.mem}")
+    for n in export:
+        _check_env_name(n)
+    argv.append("--export=" + ",".join(export) if export else "--export=NONE")
+    argv += [str(a) for a in extra]
+    argv.append(str(script))
+    return argv
+
+
+def step_argv(step: Step, res: Resources) -> list[str]:
+    """The argv that runs `step` inside the allocation (torchrun / srun for distributed steps)."""
+    nproc = res.ntasks_per_node
+    if not step.distributed or (res.nnodes == 1 and nproc == 1):
+        return list(step.argv)
+    if res.nnodes == 1:
+        return torchrun_argv(step.argv, nproc, master_addr="127.0.0.1", master_port=shell_var("MASTER_PORT"))
+    python, rest = split_python_argv(step.argv)
+    srun = [
+        "srun", f"--nodes={res.nnodes}", f"--ntasks={res.nnodes}", "--ntasks-per-node=1",
+        f"--cpus-per-task={nproc * (res.cpus_per_task or 1)}", "--kill-on-bad-exit=1", "--export=ALL",
+    ]  # fmt: skip
+    if res.ngpus:
+        srun.append(f"--gres=gpu:{res.ngpus}")
+    # One torchrun per node; they meet at a c10d rendezvous on the first node (same command on every node).
+    torchrun = [
+        python, "-m", "torch.distributed.run", f"--nnodes={res.nnodes}", f"--nproc_per_node={nproc}",
+        "--rdzv_backend=c10d", f"--rdzv_endpoint={shell_var('MASTER_ADDR')}:{shell_var('MASTER_PORT')}",
+        f"--rdzv_id={shell_var('SLURM_JOB_ID')}",
+    ]  # fmt: skip
+    return [*srun, *torchrun, *rest]
+
+
+def render_batch_script(
+    steps: Sequence[Step],
+    name: str,
+    status_file: Path,
+    res: Resources,
+    env: Mapping[str, str] | None = None,
+    sbatch_options: Sequence[str] = (),
+    secret_names: Iterable[str] = (),
+) -> str:
+    """The batch script for `steps` (pure function: same input, same text).
+
+    `env` holds non-secret variables exported for every step; secret-named variables must not be passed here (they
+    reach the job through sbatch's environment). `secret_names` (plus the secret names in the steps' env) are
+    variables whose values are masked as *** in the step logs, by name. `sbatch_options` only goes into a comment.
+    """
+    env = dict(env or {})
+    secret_names = sorted({*secret_names, *(k for s in steps for k in s.env if is_secret(k))})
+    for k in [*env, *secret_names, *(k for s in steps for k in s.env)]:
+        _check_env_name(k)
+    leaked = [k for k in env if is_secret(k)]
+    if leaked:
+        raise ValueError(f"secret variables must not be written into a batch script: {', '.join(sorted(leaked))}")
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        f"# lazytune batch script for job {_comment(name)!s} -- generated by launchers.slurm; every argument is",
+        "# quoted with shlex. Steps run in order; the first failing step ends the job with its exit code.",
+    ]
+    if sbatch_options:
+        lines.append("# sbatch " + _comment(" ".join(shlex.quote(o) for o in sbatch_options)))
+    lines += [
+        "set -euo pipefail",
+        "",
+        f"LAZYTUNE_STATUS={q(str(status_file))}",
+        'lazytune_mark() { printf \'%s\\t%s\\t%s\\t%s\\n\' "$1" "$2" "$3" "$(date +%s.%N)" >>"$LAZYTUNE_STATUS"; }',
+        "export SLURM_EXPORT_ENV=ALL  # srun steps inside this job see the variables set below",
+        *(_REDACT_FUNCTION.splitlines() if secret_names else []),
+        'export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"',
+    ]
+    if res.nnodes > 1:
+        lines += [
+            "# rendezvous on the first node of the allocation",
+            'LAZYTUNE_FIRST_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"',
+            'MASTER_ADDR="$(scontrol show node -o "$LAZYTUNE_FIRST_NODE" | sed -n ' + _NODE_ADDR_SED + ')"',
+            'export MASTER_ADDR="${MASTER_ADDR:-$LAZYTUNE_FIRST_NODE}"',
+        ]
+    else:
+        lines.append("export MASTER_ADDR=127.0.0.1")
+    for k in sorted(env):
+        lines.append(f"export {k}={q(env[k])}")
+    total = len(steps)
+    for i, step in enumerate(steps):
+        secret = sorted(k for k in step.env if is_secret(k))
+        argv = step_argv(step, res)
+        lines += [
+            "",
+            f"# ---- step {i + 1}/{total}: {_comment(step.name)}"
+            + (f" (secret variables from the job environment: {', '.join(secret)})" if secret else ""),
+            f"lazytune_mark start {i} -",
+            f"cmd=({quote_argv(argv)})",
+            f"mkdir -p -- {q(str(step.log.parent))}",
+            f"{{ printf '$'; printf ' %q' \"${{cmd[@]}}\"; printf '\\n'; }} >>{q(str(step.log))}",
+            "rc=0",
+            "(",
+        ]
+        if step.cwd is not None:
+            lines.append(f"    cd -- {q(str(step.cwd))} || exit 126")
+        for k in sorted(step.env):
+            if not is_secret(k):
+                lines.append(f"    export {k}={q(step.env[k])}")
+        lines += [
+            '    exec "${cmd[@]}"',
+            f") 2>&1 </dev/null | lazytune_redact {q(' '.join(secret_names))} >>{q(str(step.log))} || rc=$?"
+            if secret_names
+            else f") >>{q(str(step.log))} 2>&1 </dev/null || rc=$?",
+            f'lazytune_mark end {i} "$rc"',
+            'if [ "$rc" -ne 0 ]; then',
+            f"    printf 'lazytune: step %s failed with exit code %s\\n' {q(step.name)} \"$rc\" >&2",
+            '    exit "$rc"',
+            "fi",
+        ]
+    lines += ["", "printf 'lazytune: all %s steps completed\\n' " + str(total), ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- scheduler I/O
+def parse_scontrol_job(text: str) -> dict[str, str]:
+    """`scontrol show job -o ID` output -> {key: value} (values may contain spaces only in the last keys)."""
+    fields: dict[str, str] = {}
+    # Keys are CamelCase words followed by '='; a value runs until the next " Key=".
+    for m in re.finditer(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=(.*?)(?=\s[A-Za-z][A-Za-z0-9_:/]*=|\s*$)", text.strip()):
+        fields.setdefault(m.group(1), m.group(2))
+    return fields
+
+
+def parse_exit_code(text: str | None) -> tuple[int | None, int | None]:
+    """SLURM's 'exit:signal' -> (exit code, signal)."""
+    if not text:
+        return None, None
+    m = re.fullmatch(r"\s*(\d+)(?::(\d+))?\s*", text)
+    if not m:
+        return None, None
+    return int(m.group(1)), int(m.group(2)) if m.group(2) is not None else None
+
+
+def map_state(raw: str) -> JobState | None:
+    """'CANCELLED by 0' / 'RUNNING' / 'OUT_OF_MEMORY+' -> JobState (None when unknown)."""
+    word = raw.strip().split(" ")[0].rstrip("+").upper() if raw.strip() else ""
+    return SLURM_STATES.get(word)
+
+
+class SlurmError(RuntimeError):
+    """sbatch refused the job, or a SLURM command could not be run."""
+
+
+def _run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, env=dict(env) if env is not None else None,
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+    except FileNotFoundError as exc:
+        raise SlurmError(f"{argv[0]} not found: is this a SLURM login node? ({exc})") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SlurmError(f"{shlex.join(argv)} did not answer within {timeout} s") from exc
+
+
+# ---------------------------------------------------------------------------------------------------- job
+class SlurmJob(Job):
+    """A submitted batch job. State from `scontrol show job` (then `sacct`, then the script's status file)."""
+
+    poll_seconds = 1.0
+    min_query_interval = 0.5  # seconds between two scheduler queries, however often `state` is read
+    vanish_grace = 30.0  # seconds a job may be unknown to every source before it counts as lost
+
+    def __init__(self, name: str, steps: Sequence[Step], job_id: str, folder: Path, secrets: Mapping[str, str]):
+        super().__init__(name, steps, job_id=job_id)
+        self.folder = folder
+        self.script = folder / "job.sh"
+        self.output = folder / "slurm.out"
+        self.status_file = folder / "steps.tsv"
+        self.slurm_state: str | None = None
+        self.reason: str | None = None
+        self.nodes: str | None = None
+        self.scheduler_exit_code: tuple[int | None, int | None] = (None, None)
+        self._secrets = dict(secrets)
+        self._last_query = 0.0
+        self._unknown_since: float | None = None
+
+    # -- polling ----------------------------------------------------------------------------------------------
+    def _query(self) -> dict[str, str] | None:
+        proc = _run(["scontrol", "show", "job", "-o", self.id], timeout=30)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return parse_scontrol_job(proc.stdout.splitlines()[0])
+        if shutil.which("sacct"):
+            proc = _run(["sacct", "-n", "-X", "-P", "-j", self.id, "-o", "JobID,State,ExitCode,Reason,NodeList"],
+                        timeout=30)  # fmt: skip
+            for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+                parts = line.split("|")
+                if len(parts) >= 5 and parts[0] == self.id:
+                    return {"JobState": parts[1], "ExitCode": parts[2], "Reason": parts[3], "NodeList": parts[4]}
+        return None
+
+    def _read_status(self) -> None:
+        try:
+            text = self.status_file.read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            parts = line.split("\t")
+            if len(parts) != 4 or not parts[1].isdigit() or int(parts[1]) >= len(self.results):
+                continue
+            r = self.results[int(parts[1])]
+            when = float(parts[3]) if re.fullmatch(r"[0-9.]+", parts[3]) else None
+            if parts[0] == "start":
+                r.started = when
+            elif parts[0] == "end" and parts[2].lstrip("-").isdigit():
+                r.ended, r.exit_code = when, int(parts[2])
+
+    def _poll(self) -> None:
+        now = _time.monotonic()
+        if now - self._last_query < self.min_query_interval:
+            return
+        self._last_query = now
+        info = self._query()
+        self._read_status()
+        if info is None:
+            self._settle_unknown(now)
+            return
+        self._unknown_since = None
+        self.slurm_state = info.get("JobState")
+        self.reason = info.get("Reason")
+        self.nodes = info.get("NodeList") or self.nodes
+        self.scheduler_exit_code = parse_exit_code(info.get("ExitCode"))
+        state = map_state(self.slurm_state or "")
+        if state is None:
+            return  # a state this code does not know yet: keep the last one
+        if state is JobState.COMPLETED and any(r.exit_code not in (None, 0) for r in self.results):
+            state = JobState.FAILED  # cannot happen with our script, but never report success over a failed step
+        if state.finished:
+            self.failure_reason = self._describe_failure(state)
+        self._set_state(state)
+
+    def _settle_unknown(self, now: float) -> None:
+        """The scheduler no longer knows the job (no accounting, past MinJobAge): decide from the status file."""
+        if all(r.exit_code == 0 for r in self.results):
+            self._set_state(JobState.COMPLETED)
+            return
+        if any(r.exit_code not in (None, 0) for r in self.results):
+            self.failure_reason = self._describe_failure(JobState.FAILED)
+            self._set_state(JobState.FAILED)
+            return
+        if self._unknown_since is None:
+            self._unknown_since = now
+        elif now - self._unknown_since > self.vanish_grace:
+            self.failure_reason = f"job {self.id} is no longer known to SLURM and its steps did not all finish"
+            self._set_state(JobState.FAILED)
+
+    def _describe_failure(self, state: JobState) -> str | None:
+        if state is JobState.COMPLETED:
+            return None
+        step = self.failed_step
+        code, sig = self.scheduler_exit_code
+        parts = [f"slurm job {self.id} {self.slurm_state or state.value}"]
+        if step:
+            parts.append(f"in step {step!r}")
+        if self.exit_code is not None:
+            parts.append(f"exit code {self.exit_code}")
+        if sig:
+            parts.append(f"signal {sig}")
+        if self.reason and self.reason not in ("None", "(null)"):
+            parts.append(f"reason {self.reason}")
+        return ", ".join(parts)
+
+    @property
+    def exit_code(self) -> int | None:
+        code = super().exit_code
+        if code is None and self._state.finished:
+            return self.scheduler_exit_code[0] if self.scheduler_exit_code[0] else None
+        return code
+
+    # -- cancel -----------------------------------------------------------------------------------------------------
+    def _cancel(self, timeout: float = 60.0) -> None:
+        proc = _run(["scancel", self.id], timeout=30)
+        if proc.returncode != 0:
+            raise SlurmError(f"scancel {self.id} failed: {proc.stderr.strip()}")
+        deadline = _time.monotonic() + timeout
+        while _time.monotonic() < deadline:
+            self._last_query = 0.0
+            self._poll()
+            if self._state.finished:
+                return
+            _time.sleep(0.25)
+        raise SlurmError(f"job {self.id} still {self.slurm_state} {timeout} s after scancel")
+
+    # -- logs -------------------------------------------------------------------------------------------------------
+    def log_of(self, step: str | None) -> Path | None:
+        """A step's log; for a failure outside any step (batch script, scheduler), the job's sbatch output."""
+        if step is None and self._state.finished and self._state is not JobState.COMPLETED:
+            return self.output
+        return super().log_of(step)
+
+    def log_tail(self, step: str | None = None, lines: int = 40) -> str:
+        text = tail(self.log_of(step), lines)
+        return redact(redact(text, self._secrets))
+
+    def batch_output(self) -> str:
+        """The batch script's own output (sbatch --output): lazytune's step markers and SLURM's messages."""
+        return redact(redact(tail(self.output, 200), self._secrets))
+
+
+# ---------------------------------------------------------------------------------------------------- launcher
+class SlurmLauncher(Launcher):
+    """Run steps as one SLURM batch job.
+
+    `ngpus` GPUs per node (`--gres=gpu:N`), `nnodes` nodes, `ntasks_per_node` processes per node for distributed
+    steps (default: one per GPU, or 1). `time` is a SLURM time ('2:00:00', '1-0') or minutes. `sbatch_args` are extra
+    sbatch flags, passed as given. `folder` holds one sub-folder per submission (script, sbatch output, step status);
+    default: a `slurm` folder beside the first step's log.
+    """
+
+    def __init__(
+        self,
+        partition: str | None = None,
+        nnodes: int = 1,
+        ngpus: int = 0,
+        ntasks_per_node: int | None = None,
+        time: str | int | None = None,
+        sync: bool = True,
+        cpus_per_task: int | None = None,
+        mem: str | None = None,
+        sbatch_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        env_allow: Sequence[str] = (),
+        folder: str | os.PathLike | None = None,
+        nproc: int | None = None,
+        poll_seconds: float | None = None,
+    ):
+        for label, value, low in (("nnodes", nnodes, 1), ("ngpus", ngpus, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{label} must be a whole number >= {low}, got {value!r}")
+        if nproc is not None and ntasks_per_node is not None and nproc != ntasks_per_node:
+            raise ValueError("give ntasks_per_node or its alias nproc, not both")
+        ntasks = ntasks_per_node if ntasks_per_node is not None else nproc
+        if ntasks is not None and (not isinstance(ntasks, int) or isinstance(ntasks, bool) or ntasks < 1):
+            raise ValueError(f"ntasks_per_node must be a whole number >= 1, got {ntasks!r}")
+        if isinstance(time, int) and not isinstance(time, bool):
+            time = str(time)  # SLURM reads a bare number as minutes
+        if time is not None and (not isinstance(time, str) or not re.fullmatch(r"[0-9:-]+|UNLIMITED|INFINITE", time)):
+            raise ValueError(f"time must be minutes or a SLURM time like '2:00:00' or '1-12', got {time!r}")
+        if isinstance(sbatch_args, str):
+            raise TypeError("sbatch_args must be a list of flags, not a string")
+        for k in [*(env or {}), *env_allow]:
+            _check_env_name(k)
+        self.resources = Resources(
+            nnodes=nnodes, ntasks_per_node=ntasks or max(1, ngpus), ngpus=ngpus, partition=partition, time=time,
+            cpus_per_task=cpus_per_task, mem=mem,
+        )  # fmt: skip
+        self.sync = sync
+        self.sbatch_args = [str(a) for a in sbatch_args]
+        self.env = {str(k): str(v) for k, v in (env or {}).items()}
+        self.env_allow = tuple(env_allow)
+        self.folder = Path(folder) if folder is not None else None
+        self.poll_seconds = poll_seconds
+
+    def __repr__(self) -> str:
+        r = self.resources
+        return (f"launchers.slurm(partition={r.partition!r}, nnodes={r.nnodes}, ngpus={r.ngpus}, "
+                f"ntasks_per_node={r.ntasks_per_node}, time={r.time!r}, sync={self.sync})")  # fmt: skip
+
+    def topology(self) -> Topology:
+        r = self.resources
+        return Topology(nnodes=r.nnodes, nproc_per_node=r.ntasks_per_node, gpus_per_node=r.ngpus)
+
+    def export_names(self, environ: Mapping[str, str], extra: Iterable[str] = ()) -> list[str]:
+        """Names of the submitter's variables the job gets: the allow-list, `env_allow`, and `extra` (exact)."""
+        names = {
+            k for k in environ
+            if k in DEFAULT_ENV_ALLOW or (k.startswith(DEFAULT_ENV_ALLOW_PREFIXES) and not is_secret(k))
+        }  # fmt: skip
+        names |= {k for k in self.env_allow if k in environ} | set(extra)
+        return sorted(names)
+
+    def prepare(
+        self, steps: Sequence[Step], name: str, folder: Path, environ: Mapping[str, str] | None = None
+    ) -> tuple[str, list[str], dict[str, str]]:
+        """(script text, sbatch argv, sbatch process environment) for `steps`; writes nothing, runs nothing."""
+        environ = dict(os.environ if environ is None else environ)
+        secrets: dict[str, str] = {k: v for k, v in self.env.items() if is_secret(k)}
+        for s in steps:
+            for k, v in s.env.items():
+                if is_secret(k):
+                    if k in secrets and secrets[k] != v:
+                        raise ValueError(
+                            f"steps give different values to the secret variable {k}; a batch job "
+                            "carries one value per secret (through its environment, never its script)"
+                        )
+                    secrets[k] = v
+        public = {k: v for k, v in self.env.items() if not is_secret(k)}
+        export = self.export_names(environ, secrets)
+        submit_env = {**environ, **secrets}
+        argv = sbatch_argv(folder / "job.sh", name, folder / "slurm.out", self.resources, export, self.sbatch_args)
+        secret_names = {*secrets, *(k for k in self.env_allow if is_secret(k) and k in environ)}
+        script = render_batch_script(
+            steps, name, folder / "steps.tsv", self.resources, public, argv[1:-1], secret_names
+        )
+        for k, v in {**secrets, **{k: v for k, v in environ.items() if is_secret(k)}}.items():
+            if len(v) >= 8 and v in script:
+                raise ValueError(
+                    f"the value of secret variable {k} appears in the batch script (in an argument?); "
+                    "pass it through the environment instead"
+                )
+        return script, argv, submit_env
+
+    def _new_folder(self, steps: Sequence[Step], name: str) -> Path:
+        base = self.folder if self.folder is not None else (steps[0].log.parent / "slurm")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = base / f"{_job_name(name)}-{stamp}-{random.randrange(16**6):06x}"
+        folder.mkdir(parents=True, exist_ok=False)
+        return folder
+
+    def submit(self, steps: Sequence[Step], name: str) -> SlurmJob:
+        if not steps:
+            raise ValueError("nothing to submit: no steps")
+        folder = self._new_folder(steps, name)
+        script, argv, submit_env = self.prepare(steps, name, folder)
+        (folder / "job.sh").write_text(script)
+        (folder / "job.sh").chmod(0o700)
+        proc = _run(argv, env=submit_env)
+        secrets = {k: v for k, v in submit_env.items() if is_secret(k)}
+        if proc.returncode != 0:
+            msg = redact(proc.stderr.strip() or proc.stdout.strip(), secrets)
+            raise SlurmError(
+                f"sbatch refused job {name!r} (exit {proc.returncode}): {msg}\n  script: {folder / 'job.sh'}"
+            )
+        job_id = proc.stdout.strip().splitlines()[-1].split(";")[0].strip() if proc.stdout.strip() else ""
+        if not job_id.isdigit() and not re.fullmatch(r"\d+_\d+", job_id):
+            raise SlurmError(f"cannot read a job id from sbatch --parsable output {proc.stdout!r}")
+        (folder / "job_id").write_text(job_id + "\n")
+        job = SlurmJob(name, steps, job_id, folder, secrets)
+        if self.poll_seconds is not None:
+            job.poll_seconds = self.poll_seconds
+        print(f"lazytune: submitted {name!r} as SLURM job {job_id} ({folder})", file=sys.stderr)
+        return job
