@@ -87,11 +87,11 @@ def visible(gpus: Sequence[Gpu], cuda_visible_devices: str | None) -> list[Gpu]:
 
 
 def pick(gpus: Sequence[Gpu], n: int) -> list[Gpu]:
-    """The `n` GPUs with the most free memory (ties: lower index first). Fewer than `n` is an error."""
+    """The `n` GPUs with the most free memory (ties: lower index first), in index order. Fewer is an error."""
     if n > len(gpus):
         names = ", ".join(f"{g.index}:{g.name} ({g.memory_free_mib} MiB free)" for g in gpus) or "none"
         raise RuntimeError(f"asked for {n} GPU(s) but only {len(gpus)} visible: {names}")
-    return sorted(gpus, key=lambda g: (-g.memory_free_mib, g.index))[:n]
+    return sorted(sorted(gpus, key=lambda g: (-g.memory_free_mib, g.index))[:n], key=lambda g: g.index)
 
 
 def cuda_visible_value(chosen: Sequence[Gpu], cuda_visible_devices: str | None) -> str:

@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+# A name component, so HF_TOKEN / WANDB_API_KEY / AWS_SECRET_ACCESS_KEY match but TOKENIZERS_PARALLELISM does not.
+SECRET_NAME = re.compile(r"(^|_)(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)(_|$)", re.IGNORECASE)
 LOG_TAIL_LINES = 40
 
 
@@ -59,12 +60,16 @@ def mask_secret(name: str, value: str) -> str:
     return "***" if SECRET_NAME.search(name) else value
 
 
-def redact(text: str, env: Mapping[str, str] | None = None) -> str:
-    """Replace the values of secret-named variables (from `env`, default os.environ) appearing in `text`."""
+def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
+    """Values of secret-named variables in `env` (default os.environ), longest first."""
     env = os.environ if env is None else env
-    for k, v in env.items():
-        if v and len(v) >= 4 and SECRET_NAME.search(k):
-            text = text.replace(v, "***")
+    return sorted({v for k, v in env.items() if v and len(v) >= 4 and SECRET_NAME.search(k)}, key=len, reverse=True)
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Replace the values of secret-named variables appearing in `text` by ***."""
+    for value in secret_values(env):
+        text = text.replace(value, "***")
     return text
 
 

@@ -15,7 +15,7 @@ import psutil
 
 from . import gpus as gpu_info
 from .base import Launcher, Topology
-from .job import SECRET_NAME, Job, JobState, Step
+from .job import Job, JobState, Step, redact, secret_values
 from .torchrun import torchrun_argv
 
 
@@ -61,7 +61,6 @@ class LocalJob(Job):
         self._argvs = list(argvs)
         self._env = dict(env)
         self._stream = stream
-        self._secrets = [v for k, v in self._env.items() if v and len(v) >= 4 and SECRET_NAME.search(k)]
         self._proc: subprocess.Popen | None = None
         self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._run_all, name=f"lazytune-job-{name}", daemon=False)
@@ -109,8 +108,9 @@ class LocalJob(Job):
     def _run_step(self, step: Step, argv: list[str]) -> int:
         step.log.parent.mkdir(parents=True, exist_ok=True)
         env = {**self._env, **step.env}
+        secrets = [v.encode() for v in secret_values(env)]
         with open(step.log, "ab") as log:
-            log.write(f"$ {subprocess.list2cmdline(argv)}\n".encode())
+            log.write(redact(f"$ {subprocess.list2cmdline(argv)}\n", env).encode())
             log.flush()
             try:
                 self._proc = subprocess.Popen(
@@ -122,8 +122,8 @@ class LocalJob(Job):
                 raise
             assert self._proc.stdout is not None
             for line in iter(self._proc.stdout.readline, b""):
-                for secret in self._secrets:
-                    line = line.replace(secret.encode(), b"***")
+                for secret in secrets:
+                    line = line.replace(secret, b"***")
                 log.write(line)
                 log.flush()
                 if self._stream:

@@ -45,6 +45,7 @@ class Target:
     root: Path
     lora: Path
     merge: Path
+    owns_root: bool = True  # False when the user named .../lazyllm_lora: its parent may hold other things
 
     @property
     def manifest(self) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launchers import Job, JobState
-from launchers.job import redact
+from launchers.job import secret_values
 
 from .errors import OutputMissingError
 
@@ -44,10 +44,25 @@ def package_versions(python: str, names: tuple[str, ...]) -> dict[str, str | Non
         return {n: None for n in names}
 
 
+def redact_data(value: Any, secrets: list[str]) -> Any:
+    """`value` with every secret removed from its strings (structure kept, so the JSON stays valid)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: redact_data(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(v, secrets) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON via temp file + rename, with secret values (from the environment) removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(redact(json.dumps(data, indent=2, default=str)) + "\n", encoding="utf-8")
+    clean = redact_data(json.loads(json.dumps(data, default=str)), secret_values())
+    tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

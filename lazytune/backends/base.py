@@ -78,12 +78,10 @@ def resolve_target(target_path: str | os.PathLike, merge_path: str | os.PathLike
     target = target.absolute()
     if target.exists() and not target.is_dir():
         raise ConfigError(f"target_path exists and is not a folder: {target}")
-    if target.name == "lazyllm_lora":
-        root, lora = target.parent, target
-    else:
-        root, lora = target, target / "lazyllm_lora"
+    owns_root = target.name != "lazyllm_lora"
+    root, lora = (target, target / "lazyllm_lora") if owns_root else (target.parent, target)
     merge = Path(merge_path).expanduser().absolute() if merge_path else root / "lazyllm_merge"
-    return Target(root=root, lora=lora, merge=merge)
+    return Target(root=root, lora=lora, merge=merge, owns_root=owns_root)
 
 def _non_empty(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
@@ -95,9 +93,7 @@ def check_target(target: Target, overwrite: bool) -> None:
     taken = [p for p in (target.lora, target.merge) if _non_empty(p)]
     if target.manifest.exists():
         taken.append(target.manifest)
-    if target.lora != target.root / "lazyllm_lora":
-        pass  # target given as .../lazyllm_lora: its parent may hold other things
-    elif _non_empty(target.root) and not taken:
+    if target.owns_root and _non_empty(target.root) and not taken:
         taken.append(target.root)
     if taken:
         raise TargetExistsError(
