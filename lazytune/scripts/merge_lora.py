@@ -42,10 +42,9 @@ def copy_matching(base: Path, patterns: list[str], out: Path) -> list[str]:
 
 def merge(base: Path, adapter: Path, out: Path, dtype_name: str) -> None:
     import torch
+    import transformers
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    import transformers
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "auto" if dtype_name == "auto" else getattr(torch, dtype_name)
