@@ -51,6 +51,8 @@ def resolve_data(data: str | os.PathLike | Sequence[str | os.PathLike] | None) -
     """
     if data is None:
         raise DataError("no training data given")
+    if not isinstance(data, (str, os.PathLike, list, tuple)):
+        raise DataError(f"data must be a path or a list of paths, got {type(data).__name__}")
     items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     if not items:
         raise DataError("no training data given (empty list)")
@@ -139,8 +141,13 @@ def iter_records(path: Path, fmt: str | None = None) -> Iterator[tuple[int, Any]
 
 
 def _iter_lines(path: Path, fmt: str) -> Iterator[tuple[int, Any]]:
+    seen_record = False
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
+        number = 0
+        while raw := f.readline(MAX_RECORD_BYTES + 1):  # bounded: a huge line never lands in memory whole
+            number += 1
+            if len(raw) > MAX_RECORD_BYTES:
+                raise DataError(f"a line larger than {MAX_RECORD_BYTES / (1 << 20):g} MB", path, number)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -155,9 +162,11 @@ def _iter_lines(path: Path, fmt: str) -> Iterator[tuple[int, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})", path, number) from None
+                hint = "" if seen_record else "; expected one JSON object per line, or a JSON array of objects"
+                raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno}){hint}", path, number) from None
             if not isinstance(record, dict):
                 raise DataError(f"each JSON line must be an object, got {type(record).__name__}", path, number)
+            seen_record = True
             yield number, record
 
 
@@ -243,7 +252,7 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
                         if not r.eof and pending < MAX_RECORD_BYTES and r.fill(max(CHUNK, pending)):
                             continue  # the record may just continue in the next chunk (read doubles each time)
                         if len(r.buf) - r.pos >= MAX_RECORD_BYTES:
-                            raise r.error(f"a record larger than {MAX_RECORD_BYTES >> 20} MB") from None
+                            raise r.error(f"a record larger than {MAX_RECORD_BYTES / (1 << 20):g} MB") from None
                         raise r.error(f"invalid JSON: {exc.msg}", exc.pos) from None
                 if not isinstance(record, dict):
                     raise DataError(f"array items must be objects, got {type(record).__name__}", path, start_line)

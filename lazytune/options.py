@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,14 +75,19 @@ def _convert(kind: type, value: Any) -> Any:
     if kind is float:
         if isinstance(value, bool):
             raise ValueError("expected a number, got a bool")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 pass
-        raise ValueError("expected a number")
+        if number is None:
+            raise ValueError("expected a number")
+        if not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
     if kind is str:
         if isinstance(value, str):
             return value
