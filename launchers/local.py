@@ -196,7 +196,8 @@ class LocalLauncher(Launcher):
         argvs = []
         for step in steps:
             if step.distributed and topo.nproc_per_node > 1:
-                argvs.append(torchrun_argv(step.argv, topo.nproc_per_node))
+                # a step may pin its rendezvous port through its env (MASTER_PORT); else a free one is picked
+                argvs.append(torchrun_argv(step.argv, topo.nproc_per_node, master_port=step.env.get("MASTER_PORT")))
             else:
                 argvs.append(list(step.argv))
         job = LocalJob(name, steps, argvs, env, self.stream if stream is None else stream)
