@@ -401,20 +401,24 @@ class SlurmJob(Job):
             self._set_state(JobState.FAILED)
 
     def _describe_failure(self, state: JobState) -> str | None:
+        """Like the local launcher's reason ("step 'train' exited with 3"), plus what SLURM says."""
         if state is JobState.COMPLETED:
             return None
         step = self.failed_step
-        code, sig = self.scheduler_exit_code
-        parts = [f"slurm job {self.id} {self.slurm_state or state.value}"]
-        if step:
-            parts.append(f"in step {step!r}")
-        if self.exit_code is not None:
-            parts.append(f"exit code {self.exit_code}")
-        if sig:
-            parts.append(f"signal {sig}")
+        code = next((r.exit_code for r in self.results if r.exit_code not in (None, 0)), None)
+        sched_code, sig = self.scheduler_exit_code
+        if step and code is not None:
+            head = f"step {step!r} exited with {code}"
+        elif step:
+            head = f"step {step!r} ended by SLURM ({state.value})"
+        else:
+            head = f"job {state.value}"
+        details = [f"slurm job {self.id} {self.slurm_state or state.value}"]
+        if sched_code is not None:
+            details.append(f"ExitCode={sched_code}:{sig or 0}")
         if self.reason and self.reason not in ("None", "(null)"):
-            parts.append(f"reason {self.reason}")
-        return ", ".join(parts)
+            details.append(f"reason {self.reason}")
+        return f"{head} ({', '.join(details)})"
 
     @property
     def exit_code(self) -> int | None:

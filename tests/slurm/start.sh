@@ -9,7 +9,7 @@
 # Knobs (environment):
 #   LAZYTUNE_SLURM_DIR     all state, config, logs, spool and pid files    [/tmp/lazytune-slurm]
 #   LAZYTUNE_SLURM_NODES   simulated compute nodes (one slurmd each)       [2]
-#   LAZYTUNE_SLURM_CPUS    CPUs declared per node                          [2]
+#   LAZYTUNE_SLURM_CPUS    CPUs declared per node (may exceed the real)    [4]
 #   LAZYTUNE_SLURM_GPUS    fake GPUs per node (symlinks to /dev/null)      [2]
 #   LAZYTUNE_SLURM_PORT    slurmctld port; slurmd ports follow it          [6817]
 #   LAZYTUNE_SLURM_TIMEOUT seconds to wait for the nodes to become idle    [60]
@@ -20,7 +20,7 @@ set -euo pipefail
 
 STATE="${LAZYTUNE_SLURM_DIR:-/tmp/lazytune-slurm}"
 NODES="${LAZYTUNE_SLURM_NODES:-2}"
-CPUS="${LAZYTUNE_SLURM_CPUS:-2}"
+CPUS="${LAZYTUNE_SLURM_CPUS:-4}"
 GPUS="${LAZYTUNE_SLURM_GPUS:-2}"
 PORT="${LAZYTUNE_SLURM_PORT:-6817}"
 TIMEOUT="${LAZYTUNE_SLURM_TIMEOUT:-60}"

@@ -1,0 +1,289 @@
+"""launchers.slurm against a real SLURM cluster (tests/slurm/start.sh: munge + slurmctld + 2 slurmd on localhost).
+
+The session fixture uses the cluster that `sinfo` reaches ($SLURM_CONF, else the one start.sh writes), starts it with
+tests/slurm/start.sh when slurm-wlm is installed but not running, and skips with the reason when neither works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from launchers import JobFailed, JobState, Step
+from launchers.remote import remote
+from launchers.slurm import SlurmError, SlurmJob, SlurmLauncher, parse_scontrol_job
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("LAZYTUNE_SLURM_DIR", "/tmp/lazytune-slurm"))
+PARTITION = "debug"
+
+
+def _sinfo_ok() -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%P %a %D %t"], capture_output=True, text=True, timeout=20)
+    except FileNotFoundError:
+        return False, "sinfo not found (slurm-client is not installed)"
+    except subprocess.TimeoutExpired:
+        return False, "sinfo did not answer in 20 s"
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return False, (proc.stderr or proc.stdout).strip() or f"sinfo exited {proc.returncode}"
+    return True, proc.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[str]:
+    """The partition to submit to, on a running cluster; skips with the reason when none can be reached/started."""
+    saved = os.environ.get("SLURM_CONF")
+    if not saved and (STATE / "etc" / "slurm.conf").exists():
+        os.environ["SLURM_CONF"] = str(STATE / "etc" / "slurm.conf")
+    ok, why = _sinfo_ok()
+    started = False
+    if not ok:
+        if not any(Path(d, "slurmctld").exists() for d in ("/usr/sbin", "/usr/local/sbin")):
+            pytest.skip(f"no SLURM cluster reachable ({why}) and slurm-wlm is not installed: "
+                        "run tests/slurm/start.sh (as root) to install and start the test cluster")  # fmt: skip
+        env = {**os.environ, "LAZYTUNE_SLURM_NO_INSTALL": "1", "LAZYTUNE_SLURM_DIR": str(STATE)}
+        proc = subprocess.run(["bash", str(REPO / "tests/slurm/start.sh")], capture_output=True, text=True, env=env,
+                              timeout=180)  # fmt: skip
+        if proc.returncode != 0:
+            pytest.skip(f"the test SLURM cluster could not start: {proc.stderr[-2000:]}")
+        os.environ["SLURM_CONF"] = str(STATE / "etc" / "slurm.conf")
+        started = True
+        ok, why = _sinfo_ok()
+        if not ok:
+            pytest.skip(f"started the test cluster but sinfo fails: {why}")
+    partitions = {line.split()[0].rstrip("*") for line in why.splitlines()}
+    partition = PARTITION if PARTITION in partitions else sorted(partitions)[0]
+    yield partition
+    if started:
+        env = {**os.environ, "LAZYTUNE_SLURM_DIR": str(STATE)}
+        subprocess.run(["bash", str(REPO / "tests/slurm/stop.sh")], env=env, capture_output=True, timeout=120)
+    if saved is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = saved
+
+
+def scontrol(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True).stdout
+    return parse_scontrol_job(out)
+
+
+def launcher(partition: str, **kw) -> SlurmLauncher:
+    return SlurmLauncher(partition=partition, time=kw.pop("time", "10"), poll_seconds=0.2, **kw)
+
+
+def py(code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", code, *args]
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def procs_with(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in part for part in p.info["cmdline"] or ()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+# A 1-minute job that outlives its limit is submitted first, so its ~70 s run overlaps the other tests.
+@pytest.fixture(scope="module")
+def timeout_job(slurm_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> SlurmJob:
+    folder = tmp_path_factory.mktemp("timeout")
+    steps = [Step("forever", ["sleep", "600"], log=folder / "forever.log"),
+             Step("after", ["touch", str(folder / "after-ran")], log=folder / "after.log")]  # fmt: skip
+    return launcher(slurm_cluster, time="1", sync=False).run(steps, name="lazytune-test-timeout")
+
+
+def test_timeout_job_submitted(timeout_job: SlurmJob) -> None:
+    assert timeout_job.id.isdigit()
+
+
+def test_pipeline_completes(slurm_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LT_NOT_ALLOWED", "leaked")
+    folder = tmp_path / 'it\'s a "run"; $(touch pwned) x'
+    steps = [
+        Step("where", ["bash", "-c", 'echo "node=$SLURMD_NODENAME job=$SLURM_JOB_ID allowed=${LT_NOT_ALLOWED:-unset}"'],
+             log=folder / "logs" / "where.log"),
+        Step("python", py("import sys; print('py', sys.executable); open(sys.argv[1], 'w').write('ok')",
+                          str(folder / "out.txt")), log=folder / "logs" / "python.log", cwd=folder),
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    job = launcher(slurm_cluster).run(steps, name="lazytune-test-ok")
+    elapsed = time.monotonic() - t0
+    assert job.state is JobState.COMPLETED and [r.exit_code for r in job.results] == [0, 0]
+    assert (folder / "out.txt").read_text() == "ok" and not (folder / "pwned").exists()
+    where = (folder / "logs" / "where.log").read_text()
+    assert "node=ltnode" in where or "node=" in where
+    assert "allowed=unset" in where, "a variable outside the allow-list reached the job"
+    assert f"py {sys.executable}" in (folder / "logs" / "python.log").read_text()
+    info = scontrol(job.id)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0"
+    print(f"round trip of a 2-step job through SLURM: {elapsed:.2f} s")
+    assert elapsed < 60
+
+
+def test_failed_step_stops_pipeline_with_exit_code_and_log_tail(slurm_cluster: str, tmp_path: Path) -> None:
+    marker = tmp_path / "merge-ran"
+    steps = [
+        Step("prepare", ["echo", "prepared"], log=tmp_path / "prepare.log"),
+        Step(
+            "train", ["bash", "-c", "echo step 1; echo 'CUDA error: out of luck' >&2; exit 3"], log=tmp_path / "t.log"
+        ),
+        Step("merge", ["touch", str(marker)], log=tmp_path / "merge.log"),
+    ]
+    with pytest.raises(JobFailed) as info:
+        launcher(slurm_cluster).run(steps, name="lazytune-test-fail")
+    err = info.value
+    assert err.job.state is JobState.FAILED and err.step == "train" and err.exit_code == 3
+    assert "out of luck" in err.log_tail and "out of luck" in str(err)
+    assert not marker.exists() and err.job.results[2].started is None
+    assert "exited with 3" in (err.job.failure_reason or "")
+    sched = scontrol(err.job.id)
+    assert sched["JobState"] == "FAILED" and sched["ExitCode"] == "3:0"
+    assert "step train failed with exit code 3" in err.job.batch_output()
+
+
+def test_cancel_long_job_kills_its_processes(slurm_cluster: str, tmp_path: Path) -> None:
+    marker = f"lazytune-cancel-{uuid.uuid4().hex}"
+    step = Step("long", py("import time, sys; print('started', flush=True); time.sleep(600)", marker),
+                log=tmp_path / "long.log")  # fmt: skip
+    job = launcher(slurm_cluster, sync=False).run([step], name="lazytune-test-cancel")
+    wait_for(lambda: job.state is JobState.RUNNING and procs_with(marker), 60, "the job's process")
+    assert procs_with(marker)
+    job.cancel()
+    assert job.state is JobState.CANCELLED
+    wait_for(lambda: not procs_with(marker), 30, "the cancelled job's processes to end")
+    assert scontrol(job.id)["JobState"] == "CANCELLED" and job.failed_step == "long"
+
+
+def test_impossible_request_pending_then_cancelled(slurm_cluster: str, tmp_path: Path) -> None:
+    # More time than the partition's MaxTime (1 h): accepted, but never scheduled (Reason=PartitionTimeLimit).
+    step = Step("never", ["true"], log=tmp_path / "never.log")
+    job = launcher(slurm_cluster, time="2:00:00", sync=False).run([step], name="lazytune-test-pending")
+    time.sleep(2)
+    assert job.state is JobState.PENDING and job.reason == "PartitionTimeLimit", (job.slurm_state, job.reason)
+    job.cancel()
+    assert job.state is JobState.CANCELLED and not step.log.exists()
+    # A request no node can ever satisfy is refused by sbatch at once, with SLURM's own message.
+    with pytest.raises(SlurmError, match="node configuration is not available"):
+        launcher(slurm_cluster, ngpus=3).run([step], name="lazytune-test-toomany")
+
+
+def test_ctrl_c_while_waiting_cancels_the_job(slurm_cluster: str, tmp_path: Path) -> None:
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(REPO)!r})
+from launchers import Step
+from launchers.slurm import SlurmLauncher
+launcher = SlurmLauncher(partition={slurm_cluster!r}, time="10", poll_seconds=0.2)
+job = launcher.submit([Step("long", ["sleep", "600"], log={str(tmp_path / "l.log")!r})], "ctrlc")
+print(job.id, flush=True)
+try:
+    job.wait()
+except KeyboardInterrupt:
+    print("interrupted", job.state.value, flush=True)
+    sys.exit(130)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    job_id = proc.stdout.readline().strip()
+    assert job_id.isdigit(), proc.stderr.read() if proc.stderr else ""
+    wait_for(lambda: scontrol(job_id)["JobState"] == "RUNNING", 60, "the job to run")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted CANCELLED" in out
+    assert scontrol(job_id)["JobState"] == "CANCELLED"
+
+
+def test_fake_gpus_and_secret_environment(slurm_cluster: str, tmp_path: Path) -> None:
+    secret = f"hf_{uuid.uuid4().hex}"
+    step = Step("env", py("import os; print('cvd', os.environ.get('CUDA_VISIBLE_DEVICES')); "
+                          "print('token', os.environ['HF_TOKEN']); print('len', len(os.environ['HF_TOKEN']))"),
+                log=tmp_path / "env.log", env={"HF_TOKEN": secret})  # fmt: skip
+    job = launcher(slurm_cluster, ngpus=2).run([step], name="lazytune-test-env")
+    log = step.log.read_text()
+    assert "cvd 0,1" in log and "token ***" in log and f"len {len(secret)}" in log and secret not in log
+    for path in job.folder.iterdir():
+        assert secret not in path.read_text(errors="replace"), path
+    assert secret not in job.log_tail("env")
+
+
+def test_multi_node_torchrun_rendezvous(slurm_cluster: str, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    script = tmp_path / "allreduce.py"
+    script.write_text(
+        "import os, torch, torch.distributed as dist\n"
+        "dist.init_process_group('gloo')\n"
+        "t = torch.tensor([dist.get_rank() + 1.0]); dist.all_reduce(t)\n"
+        'print(f"rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f} '
+        "node={os.environ.get('SLURMD_NODENAME')} master={os.environ.get('MASTER_ADDR')}\", flush=True)\n"
+        "dist.destroy_process_group()\n"
+    )
+    steps = [
+        Step("allreduce", [sys.executable, str(script)], log=tmp_path / "dist.log", distributed=True),
+        Step("after", ["echo", "merge-like step on the first node"], log=tmp_path / "after.log"),
+    ]
+    job = launcher(slurm_cluster, nnodes=2, ntasks_per_node=2).run(steps, name="lazytune-test-2nodes")
+    log = (tmp_path / "dist.log").read_text()
+    ranks = sorted(line for line in log.splitlines() if line.startswith("rank="))
+    assert len(ranks) == 4 and all("world=4 sum=10" in r for r in ranks), log
+    assert {r.split("node=")[1].split()[0] for r in ranks} == {"ltnode1", "ltnode2"}, log
+    assert job.state is JobState.COMPLETED
+
+
+def test_remote_resolves_to_slurm_when_present(slurm_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAZYTUNE_DEFAULT_LAUNCHER", "slurm")
+    assert isinstance(remote(partition=slurm_cluster), SlurmLauncher)
+
+
+def test_finetune_dummy_through_slurm(slurm_cluster: str, tmp_path: Path, tiny_folder_model: Path,
+                                      alpaca_file: Path) -> None:  # fmt: skip
+    from lazytune import finetune
+
+    target = tmp_path / "out dir"
+    t0 = time.monotonic()
+    result = finetune.dummy(tiny_folder_model, target, launcher=launcher(slurm_cluster))(alpaca_file)
+    elapsed = time.monotonic() - t0
+    assert Path(result) == target / "lazyllm_merge" and (target / "lazyllm_merge" / "tokenizer.json").is_file()
+    manifest = json.loads((target / "lazytune_run.json").read_text())
+    assert manifest["state"] == "COMPLETED" and [s["exit_code"] for s in manifest["job"]["steps"]] == [0, 0]
+    assert manifest["job"]["id"].isdigit()
+    print(f"finetune.dummy through SLURM: {elapsed:.2f} s")
+
+    with pytest.raises(JobFailed) as info:
+        finetune.dummy(tiny_folder_model, tmp_path / "bad", fail="train", launcher=launcher(slurm_cluster))(alpaca_file)
+    assert info.value.step == "train" and info.value.exit_code == 3
+    assert "failing on purpose" in info.value.log_tail
+    assert not (tmp_path / "bad" / "lazyllm_merge").exists()
+
+
+def test_timeout_state(timeout_job: SlurmJob) -> None:
+    # Runs last in this module: by now the 1-minute job submitted first has (nearly) hit its limit.
+    with pytest.raises(JobFailed) as info:
+        timeout_job.wait(timeout=180)
+    assert timeout_job.state is JobState.TIMEOUT and info.value.step == "forever"
+    assert scontrol(timeout_job.id)["JobState"] == "TIMEOUT"
+    assert timeout_job.results[1].started is None
