@@ -243,9 +243,7 @@ def render_batch_script(
             f"# ---- step {i + 1}/{total}: {_comment(step.name)}"
             + (f" (secret variables from the job environment: {', '.join(secret)})" if secret else ""),
             f"lazytune_mark start {i} -",
-            f"cmd=({quote_argv(argv)})",
             f"mkdir -p -- {q(str(step.log.parent))}",
-            f"{{ printf '$'; printf ' %q' \"${{cmd[@]}}\"; printf '\\n'; }} >>{q(str(step.log))}",
             "rc=0",
             "(",
         ]
@@ -255,6 +253,9 @@ def render_batch_script(
             if not is_secret(k):
                 lines.append(f"    export {k}={q(step.env[k])}")
         lines += [
+            # built after the step's exports, so a step's MASTER_PORT pins the rendezvous port (as locally)
+            f"    cmd=({quote_argv(argv)})",
+            "    printf '$'; printf ' %q' \"${cmd[@]}\"; printf '\\n'",
             '    exec "${cmd[@]}"',
             f") 2>&1 </dev/null | lazytune_redact {q(' '.join(secret_names))} >>{q(str(step.log))} || rc=$?"
             if secret_names

@@ -21,17 +21,16 @@ export LAZYTUNE_X='1 2'
 
 # ---- step 1/2: train (secret variables from the job environment: HF_TOKEN)
 lazytune_mark start 0 -
-cmd=('/opt/py env/bin/python' -m lazytune.scripts.train --out '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
-next line/lora' --note 'a;b $(c) '"'"'d'"'"'')
 mkdir -p -- '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
 next line/logs'
-{ printf '$'; printf ' %q' "${cmd[@]}"; printf '\n'; } >>'/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
-next line/logs/train.log'
 rc=0
 (
     cd -- '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
 next line' || exit 126
     export WANDB_MODE=off
+    cmd=('/opt/py env/bin/python' -m lazytune.scripts.train --out '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
+next line/lora' --note 'a;b $(c) '"'"'d'"'"'')
+    printf '$'; printf ' %q' "${cmd[@]}"; printf '\n'
     exec "${cmd[@]}"
 ) 2>&1 </dev/null | lazytune_redact HF_TOKEN >>'/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
 next line/logs/train.log' || rc=$?
@@ -43,15 +42,14 @@ fi
 
 # ---- step 2/2: merge
 lazytune_mark start 1 -
-cmd=('/opt/py env/bin/python' '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
-next line/merge.py' --in '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
-next line/lora')
 mkdir -p -- '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
 next line/logs'
-{ printf '$'; printf ' %q' "${cmd[@]}"; printf '\n'; } >>'/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
-next line/logs/merge.log'
 rc=0
 (
+    cmd=('/opt/py env/bin/python' '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
+next line/merge.py' --in '/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
+next line/lora')
+    printf '$'; printf ' %q' "${cmd[@]}"; printf '\n'
     exec "${cmd[@]}"
 ) 2>&1 </dev/null | lazytune_redact HF_TOKEN >>'/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
 next line/logs/merge.log' || rc=$?
