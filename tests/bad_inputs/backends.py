@@ -125,8 +125,9 @@ def nothing_started(target: Path) -> Iterator[list[list[str]]]:
     assert tree(target) == before, f"the target {target} was changed"
 
 
-def expect_error(profile: Profile, model: Path, target: Path, data: Any, match: str,
-                 error: type[Exception] | None = None, **kw: Any) -> Exception:
+def expect_error(
+    profile: Profile, model: Path, target: Path, data: Any, match: str, error: type[Exception] | None = None, **kw: Any
+) -> Exception:
     """Build the trainer and call it as a user would; it must raise `error` matching `match` and start nothing."""
     from lazytune import ConfigError
 

@@ -81,8 +81,8 @@ CONTENT_CASES = [
 
 #: Backend bugs found by this suite and reported to the backend's owner (the case stays: it passes once fixed).
 KNOWN = {
-    ("alpacalora", "empty_array"): "alpacalora reports 'val_set_size=N leaves no training data: the data has 0 records' "
-    "(an OptionsError without the file name) instead of a DataError naming the empty file",
+    ("alpacalora", "empty_array"): "alpacalora reports 'val_set_size=N leaves no training data: the data has 0 "
+    "records' (an OptionsError without the file name) instead of a DataError naming the empty file",
 }
 
 
