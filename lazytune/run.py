@@ -78,6 +78,7 @@ class Run:
         self.versions = versions
         self.problems: list[str] = []
         self.metrics: dict[str, Any] = {}
+        self.loss_curve: Path | None = None
         self._finalized = threading.Event()
 
     @classmethod
@@ -114,12 +115,22 @@ class Run:
             self.metrics = {"error": f"{type(exc).__name__}: {exc}"}
         if job.state is JobState.COMPLETED:
             self.problems = self.trainer.check_outputs(self.plan)
+        from .after_run import after_run
+
+        after_run(self)
         self.write_manifest()
         self._finalized.set()
 
-    def wait(self, timeout: float | None = None) -> str:
-        """Wait for the job; Ctrl-C cancels it. Returns the result folder; raises JobFailed / OutputMissingError."""
-        self.job.wait(timeout=timeout, raise_on_failure=False)
+    def wait(self, timeout: float | None = None, progress: str | None = None) -> str:
+        """Wait for the job; Ctrl-C cancels it. Returns the result folder; raises JobFailed / OutputMissingError.
+
+        `progress`: 'bar' (tqdm), 'lines' (a line per 10 %), 'none', or None/'auto': none when LAZYTUNE_QUIET=1,
+        a bar on a terminal, lines otherwise. Fed by the backend's own log (`trainer.progress_log(plan)`).
+        """
+        from .progress import watch
+
+        with watch(self.trainer.progress_log(self.plan), progress, desc=self.plan.backend):
+            self.job.wait(timeout=timeout, raise_on_failure=False)
         self._finalized.wait()
         if self.job.state is not JobState.COMPLETED:
             raise self.job.failure()
@@ -153,9 +164,12 @@ class Run:
             "controller_pid": os.getpid(),
             "argv": sys.argv,
             "launcher": repr(self.trainer.launcher),
+            "launcher_kind": type(self.trainer.launcher).__name__.removesuffix("Launcher").lower(),
             "job": job,
             "result": str(self.plan.result) if self.plan.result else None,
             "metrics": self.metrics,
+            "progress_log": str(self.trainer.progress_log(self.plan) or "") or None,
+            "loss_curve": str(self.loss_curve) if self.loss_curve else None,
             "versions": self.versions,
             "plan": self.plan.to_dict(),
         }

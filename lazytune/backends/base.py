@@ -159,6 +159,12 @@ class Finetune(abc.ABC):
         """Numbers read from the run's own logs (final loss, steps) for the manifest."""
         return {}
 
+    def progress_log(self, plan: Plan) -> Path | None:
+        """The backend's own JSON-lines training log (LLaMA-Factory's trainer_log.jsonl format: current_steps,
+        total_steps, loss per line; or the HF Trainer's step/max_steps/loss). It feeds the progress bar, `lazytune
+        jobs` and the loss curve PNG drawn beside it. None: this backend writes no such log."""
+        return None
+
     # -- the pipeline --------------------------------------------------------------------------------------------
     @property
     def launcher(self) -> Launcher:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from launchers import Step
@@ -63,6 +64,9 @@ class DummyFinetune(Finetune):
             Step("merge", merge, log=logs / "merge.log"),
         ]
         plan.result = plan.target.merge
+
+    def progress_log(self, plan: Plan) -> Path:
+        return plan.target.lora / "trainer_log.jsonl"
 
     def metrics(self, plan: Plan) -> dict[str, Any]:
         from ..progress import read_trainer_log
