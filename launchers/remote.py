@@ -1,7 +1,8 @@
 """`launchers.remote()`: the configured cluster launcher, or local when no scheduler is here (like submitit's
 AutoExecutor).
 
-    LAZYTUNE_DEFAULT_LAUNCHER=slurm   # default; also: auto (same as slurm), local / empty
+    LAZYTUNE_DEFAULT_LAUNCHER=slurm   # also: auto / remote (the same: slurm when present), local / empty
+    (unset: slurm when a scheduler is present, else local)
     launchers.remote(partition="debug", ngpus=1, time="1:00:00")
 
 With slurm configured but no `sbatch` on PATH, the job runs locally and the options only SLURM understands are
@@ -21,7 +22,7 @@ from .local import LocalLauncher
 
 ENV_VAR = "LAZYTUNE_DEFAULT_LAUNCHER"
 DEFAULT = "slurm"
-CLUSTER_NAMES = ("slurm", "auto")
+CLUSTER_NAMES = ("slurm", "auto", "remote")
 LOCAL_NAMES = ("local", "empty")
 # Options of launchers.slurm that a local run has no use for.
 SLURM_ONLY = ("partition", "nnodes", "time", "cpus_per_task", "mem", "sbatch_args", "env_allow", "folder",

@@ -42,6 +42,8 @@ DEFAULT_ENV_ALLOW: tuple[str, ...] = (
 )  # fmt: skip
 DEFAULT_ENV_ALLOW_PREFIXES: tuple[str, ...] = ("LAZYTUNE_", "HF_", "TRANSFORMERS_", "TORCH_", "PYTORCH_", "NCCL_")
 
+PARTITION_ENV = "LAZYTUNE_SLURM_PARTITION"  # the partition when none is given (read when a launcher is made)
+
 # SLURM job states (scontrol / sacct / squeue long names) -> JobState.
 SLURM_STATES: dict[str, JobState] = {
     "PENDING": JobState.PENDING, "REQUEUED": JobState.PENDING, "REQUEUE_FED": JobState.PENDING,
@@ -463,7 +465,8 @@ class SlurmLauncher(Launcher):
     """Run steps as one SLURM batch job.
 
     `ngpus` GPUs per node (`--gres=gpu:N`), `nnodes` nodes, `ntasks_per_node` processes per node for distributed
-    steps (default: one per GPU, or 1). `time` is a SLURM time ('2:00:00', '1-0') or minutes. `sbatch_args` are extra
+    steps (default: one per GPU, or 1). `partition` defaults to $LAZYTUNE_SLURM_PARTITION, else the cluster's
+    default partition. `time` is a SLURM time ('2:00:00', '1-0') or minutes. `sbatch_args` are extra
     sbatch flags, passed as given. `folder` holds one sub-folder per submission (script, sbatch output, step status);
     default: a `slurm` folder beside the first step's log.
     """
@@ -501,6 +504,8 @@ class SlurmLauncher(Launcher):
             raise TypeError("sbatch_args must be a list of flags, not a string")
         for k in [*(env or {}), *env_allow]:
             _check_env_name(k)
+        if partition is None:
+            partition = os.environ.get(PARTITION_ENV) or None
         self.resources = Resources(
             nnodes=nnodes, ntasks_per_node=ntasks or max(1, ngpus), ngpus=ngpus, partition=partition, time=time,
             cpus_per_task=cpus_per_task, mem=mem,

@@ -161,6 +161,14 @@ def test_launcher_validation() -> None:
     assert SlurmLauncher(time=30).resources.time == "30"
 
 
+def test_partition_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAZYTUNE_SLURM_PARTITION", "gpu")
+    assert SlurmLauncher().resources.partition == "gpu"
+    assert SlurmLauncher(partition="debug").resources.partition == "debug"
+    monkeypatch.delenv("LAZYTUNE_SLURM_PARTITION")
+    assert SlurmLauncher().resources.partition is None
+
+
 # ------------------------------------------------------------------------------------------------ remote resolver
 def test_remote_resolves_configured_launcher(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     have = {"sbatch": "/usr/bin/sbatch", "scontrol": "/usr/bin/scontrol"}
@@ -168,6 +176,7 @@ def test_remote_resolves_configured_launcher(monkeypatch: pytest.MonkeyPatch, ca
     assert remote_mod.resolve_name(environ={}, which=lambda _: None) == "local"
     assert remote_mod.resolve_name(environ={"LAZYTUNE_DEFAULT_LAUNCHER": "local"}, which=have.get) == "local"
     assert remote_mod.resolve_name("empty", environ={}, which=have.get) == "local"
+    assert remote_mod.resolve_name(environ={"LAZYTUNE_DEFAULT_LAUNCHER": "remote"}, which=have.get) == "slurm"
     with pytest.raises(ValueError, match="k8s"):
         remote_mod.resolve_name(environ={"LAZYTUNE_DEFAULT_LAUNCHER": "k8s"}, which=have.get)
     monkeypatch.setattr(remote_mod, "scheduler_present", lambda which=None: False)
