@@ -1,0 +1,309 @@
+"""lazytune's alpaca-lora trainer: LoRA fine-tuning of a causal LM on alpaca records (instruction, input, output).
+
+Standalone (never imports lazytune). Run with the alpacalora environment's Python, as one process or under torchrun
+(DDP; gloo on CPU), e.g.:
+
+    python alpacalora_train.py --base-model M --data train.json --output-dir OUT --prompt-template alpaca.json
+
+Each record becomes `prompt(template, instruction, input) + output + eos`, truncated to --cutoff-len tokens.
+Samples longer than --filter-nums tokens are dropped; so are samples whose response is cut away entirely (and if that
+leaves nothing, the run fails before the model is loaded). With --train-on-inputs false the prompt tokens are masked
+(-100), so the loss covers the response tokens only. Gradient accumulation = batch_size / (micro_batch_size x world
+size). Checkpoints go to OUT/checkpoint-N (resume with --resume-from-checkpoint); rank 0 alone writes the adapter,
+OUT/trainer_log.jsonl (one line per log step) and OUT/train_data_stats.json (token counts + decoded examples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+RANK = int(os.environ.get("RANK", "0"))
+WORLD_SIZE = int(os.environ.get("WORLD_SIZE", "1"))
+IGNORE = -100
+
+
+class TrainError(Exception):
+    """A problem with the inputs, reported as one clear line (exit code 2) instead of a traceback."""
+
+
+def say(*parts: object) -> None:
+    if RANK == 0:
+        print("alpacalora:", *parts, flush=True)
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1", "yes")
+
+
+def names(text: str) -> list[str]:
+    return [p.strip().strip("'\"") for p in text.strip().strip("[]").split(",") if p.strip().strip("'\"")]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base-model", required=True)
+    ap.add_argument("--data", nargs="+", required=True, help="alpaca JSON array / JSON lines files")
+    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--prompt-template", required=True, help="template JSON: prompt_input, prompt_no_input")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--micro-batch-size", type=int, default=4)
+    ap.add_argument("--num-epochs", type=float, default=2)
+    ap.add_argument("--learning-rate", type=float, default=5e-4)
+    ap.add_argument("--cutoff-len", type=int, default=1030)
+    ap.add_argument("--filter-nums", type=int, default=1024)
+    ap.add_argument("--val-set-size", type=int, default=200)
+    ap.add_argument("--lora-r", type=int, default=8)
+    ap.add_argument("--lora-alpha", type=int, default=32)
+    ap.add_argument("--lora-dropout", type=float, default=0.05)
+    ap.add_argument("--lora-target-modules", type=names, required=True)
+    ap.add_argument("--modules-to-save", type=names, default=None)
+    ap.add_argument("--deepspeed", default=None)
+    ap.add_argument("--train-on-inputs", type=boolean, default=True)
+    ap.add_argument("--show-prompt", type=boolean, default=False)
+    ap.add_argument("--resume-from-checkpoint", type=boolean, default=False)
+    ap.add_argument("--warmup-steps", type=int, default=100)
+    ap.add_argument("--logging-steps", type=int, default=10)
+    ap.add_argument("--save-steps", type=int, default=200)
+    ap.add_argument("--eval-steps", type=int, default=200)
+    ap.add_argument("--save-total-limit", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--run-name", default="LLM")
+    ap.add_argument("--data-only", action="store_true",
+                    help="tokenize, check and write train_data_stats.json, then exit without loading the model")
+    return ap.parse_args(argv)
+
+
+# -- data ------------------------------------------------------------------------------------------------------------
+def read_records(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8-sig") as f:
+        head = f.read(4096).lstrip()
+        f.seek(0)
+        if head.startswith("["):
+            return json.load(f)
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_template(path: Path) -> dict:
+    template = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("prompt_input", "prompt_no_input"):
+        if not isinstance(template.get(key), str):
+            raise TrainError(f"prompt template {path} has no {key!r} string")
+    return template
+
+
+def make_prompt(template: dict, instruction: str, input_text: str | None) -> str:
+    text = template["prompt_input"] if input_text else template["prompt_no_input"]
+    values = {"instruction": instruction, "input": input_text or ""}
+    # one pass, so braces inside the user's text are never re-expanded
+    return re.sub(r"\{(instruction|input)\}", lambda m: values[m.group(1)], text)
+
+
+def tokenize_all(args: argparse.Namespace, tokenizer, template: dict) -> tuple[list[dict], dict]:
+    """Token ids and labels for every usable record, plus counts of what was dropped and why."""
+    eos = tokenizer.eos_token_id
+    samples, stats = [], {"records": 0, "dropped_over_filter_nums": 0, "dropped_no_response_tokens": 0}
+    shortest_prompt = None
+    for path in args.data:
+        for rec in read_records(Path(path)):
+            stats["records"] += 1
+            prompt = make_prompt(template, rec["instruction"], rec.get("input"))
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            if eos is not None and prompt_ids and prompt_ids[-1] == eos:  # tokenizers that append eos themselves
+                prompt_ids = prompt_ids[:-1]
+            response_ids = tokenizer(rec["output"], add_special_tokens=False)["input_ids"] + [eos]
+            shortest_prompt = len(prompt_ids) if shortest_prompt is None else min(shortest_prompt, len(prompt_ids))
+            full = prompt_ids + response_ids
+            if len(full) > args.filter_nums:
+                stats["dropped_over_filter_nums"] += 1
+                continue
+            ids = full[: args.cutoff_len]
+            n_prompt = min(len(prompt_ids), len(ids))
+            if len(ids) == n_prompt:  # the cut left no response token: nothing to learn from this sample
+                stats["dropped_no_response_tokens"] += 1
+                continue
+            labels = list(ids) if args.train_on_inputs else [IGNORE] * n_prompt + ids[n_prompt:]
+            samples.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels,
+                            "n_prompt": n_prompt})
+    if not samples:
+        if stats["dropped_no_response_tokens"]:
+            raise TrainError(
+                f"cutoff_len={args.cutoff_len} leaves no response tokens: in every sample the prompt alone fills "
+                f"the {args.cutoff_len} tokens (shortest prompt: {shortest_prompt} tokens with this template and "
+                f"tokenizer). Raise cutoff_len above the prompt length plus the response length."
+            )
+        raise TrainError(
+            f"no usable samples: all {stats['records']} records are longer than filter_nums={args.filter_nums} "
+            "tokens; raise filter_nums"
+        )
+    stats["shortest_prompt_tokens"] = shortest_prompt
+    return samples, stats
+
+
+def split(samples: list[dict], val_set_size: int, seed: int) -> tuple[list[dict], list[dict]]:
+    if val_set_size <= 0:
+        return samples, []
+    if val_set_size >= len(samples):
+        raise TrainError(f"val_set_size={val_set_size} leaves no training samples: only {len(samples)} usable "
+                         "samples; lower val_set_size (0 disables evaluation)")
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    val = [samples[i] for i in order[:val_set_size]]
+    train = [samples[i] for i in sorted(order[val_set_size:])]
+    return train, val
+
+
+def describe_data(tokenizer, train: list[dict], val: list[dict], stats: dict, args: argparse.Namespace) -> dict:
+    """Token counts (what the loss covers) and the first samples decoded, for the log and for tests."""
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+    label_tokens = sum(sum(1 for t in s["labels"] if t != IGNORE) for s in train)
+    input_tokens = sum(len(s["input_ids"]) for s in train)
+    prompt_tokens = sum(s["n_prompt"] for s in train)
+    return {
+        **stats, "train_samples": len(train), "val_samples": len(val), "train_on_inputs": args.train_on_inputs,
+        "cutoff_len": args.cutoff_len, "input_tokens": input_tokens, "prompt_tokens": prompt_tokens,
+        "response_tokens": input_tokens - prompt_tokens, "label_tokens": label_tokens,
+        "examples": [{"text": decode(s["input_ids"]), "labels": decode([t for t in s["labels"] if t != IGNORE])}
+                     for s in train[:3]],
+    }  # fmt: skip
+
+
+# -- training --------------------------------------------------------------------------------------------------------
+def jsonl_logger(path: Path):
+    """A TrainerCallback writing LLaMA-Factory-style trainer_log.jsonl lines (rank 0), read by lazytune's progress."""
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.start, self.first_step = time.time(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs:
+                return
+            step, total = state.global_step, max(state.max_steps, 1)
+            elapsed = time.time() - self.start
+            done = max(step - self.first_step, 1)
+            entry = {"current_steps": step, "total_steps": total, "epoch": round(state.epoch or 0, 4),
+                     "percentage": round(100 * step / total, 2), "elapsed_time": round(elapsed, 2),
+                     "remaining_time": round(elapsed / done * (total - step), 2)}
+            for key in ("loss", "eval_loss", "train_loss"):
+                if key in logs:
+                    entry[key] = logs[key]
+            if "learning_rate" in logs:
+                entry["lr"] = logs["learning_rate"]
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    return JsonlLog()
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def train(args: argparse.Namespace) -> None:
+    per_step = args.micro_batch_size * WORLD_SIZE
+    if args.batch_size % per_step:
+        raise TrainError(f"batch_size={args.batch_size} is not a multiple of micro_batch_size x processes = "
+                         f"{args.micro_batch_size} x {WORLD_SIZE}")
+    grad_accum = args.batch_size // per_step
+    out = Path(args.output_dir)
+    resume = last_checkpoint(out) if args.resume_from_checkpoint else None
+    if args.resume_from_checkpoint and resume is None:
+        raise TrainError(f"resume_from_checkpoint: no checkpoint-N folder in {out} to resume from")
+    template = load_template(Path(args.prompt_template))
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(args.base_model)
+    if tokenizer.eos_token_id is None:
+        raise TrainError(f"the tokenizer of {args.base_model} has no eos token: responses could never end")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    samples, stats = tokenize_all(args, tokenizer, template)
+    train_set, val_set = split(samples, args.val_set_size, args.seed)
+    info = describe_data(tokenizer, train_set, val_set, stats, args)
+    if RANK == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_data_stats.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    say("data:", json.dumps({k: v for k, v in info.items() if k != "examples"}))
+    if args.show_prompt:
+        say("first sample:\n" + info["examples"][0]["text"] + "\n--- trained on (labels) ---\n"
+            + info["examples"][0]["labels"])
+    if args.data_only:
+        return
+    for s in samples:
+        del s["n_prompt"]
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    fp16 = cuda and not bf16
+    dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype)
+    model.config.use_cache = False
+
+    from peft import LoraConfig, get_peft_model
+
+    targets = "all-linear" if args.lora_target_modules == ["all-linear"] else args.lora_target_modules
+    lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      target_modules=targets, modules_to_save=args.modules_to_save or None, bias="none",
+                      task_type="CAUSAL_LM")  # fmt: skip
+    model = get_peft_model(model, lora)
+    if RANK == 0:
+        model.print_trainable_parameters()
+
+    training_args = TrainingArguments(
+        output_dir=str(out), run_name=args.run_name, seed=args.seed,
+        per_device_train_batch_size=args.micro_batch_size, per_device_eval_batch_size=args.micro_batch_size,
+        gradient_accumulation_steps=grad_accum, num_train_epochs=args.num_epochs, learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps, optim="adamw_torch", logging_steps=args.logging_steps,
+        eval_strategy="steps" if val_set else "no", eval_steps=args.eval_steps if val_set else None,
+        save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+        bf16=bf16, fp16=fp16, use_cpu=not cuda, deepspeed=args.deepspeed or None,
+        ddp_find_unused_parameters=False if WORLD_SIZE > 1 else None, report_to="none", remove_unused_columns=False,
+        disable_tqdm=True,  # progress comes from trainer_log.jsonl; a bar full of \r makes the log unreadable
+    )  # fmt: skip
+    say(f"world size {training_args.world_size}, micro batch {args.micro_batch_size}, gradient accumulation "
+        f"{grad_accum}, effective batch {args.micro_batch_size * grad_accum * training_args.world_size}, "
+        f"device {training_args.device}" + (f", resuming from {resume}" if resume else ""))
+    if training_args.world_size != WORLD_SIZE:
+        raise TrainError(f"torch.distributed sees {training_args.world_size} processes, WORLD_SIZE says {WORLD_SIZE}")
+    collator = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=val_set or None,
+                      data_collator=collator, callbacks=[jsonl_logger(out / "trainer_log.jsonl")])  # fmt: skip
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.save_model(str(out))  # rank 0 only (args.should_save): the adapter, not the base weights
+    if trainer.is_world_process_zero():
+        metrics = {**result.metrics, "global_step": result.global_step, "world_size": training_args.world_size,
+                   "gradient_accumulation_steps": grad_accum}
+        (out / "train_result.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        if not (out / "adapter_config.json").is_file():
+            raise TrainError(f"training finished but no adapter was written to {out}")
+        say(f"adapter saved to {out} (final train loss {result.training_loss:.4f}, {result.global_step} steps)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except TrainError as exc:
+        print(f"alpacalora: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
