@@ -1,0 +1,121 @@
+"""Model folder -> LLaMA-Factory chat template.
+
+Order: an explicit `template=` always wins (checked against LF's registry); then LF's own table of known model names
+(exact folder name, e.g. `Qwen2.5-7B-Instruct`); then our family patterns on the folder name (base models,
+fine-tuned derivatives, renamed folders); then `model_type` in config.json where it is unambiguous. Anything else
+is an error that says how to pass `template=`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from pathlib import Path
+
+from .errors import ConfigError
+from .llamafactory_keys import lf_keys
+
+#: (pattern on the lower-cased folder name, template). First match wins: specific families before general ones.
+FAMILIES: tuple[tuple[str, str], ...] = (
+    (r"deepseek[-_.]?r1", "deepseekr1"),  # R1 and its Qwen / Llama distills
+    (r"deepseek[-_.]?v3|deepseek[-_.]?v2\.5", "deepseek3"),
+    (r"deepseek[-_.]?coder[-_.]?v2", "deepseek"),
+    (r"deepseek[-_.]?coder", "deepseekcoder"),
+    (r"deepseek", "deepseek"),
+    (r"qwen3[-_.]?vl", "qwen3_vl"),
+    (r"qwen2(\.5)?[-_.]?vl", "qwen2_vl"),
+    (r"qwen2(\.5)?[-_.]?audio", "qwen2_audio"),
+    (r"qwen3\.5", "qwen3_5"),
+    (r"qwen3", "qwen3"),
+    (r"qwq|qwen", "qwen"),  # Qwen 1.5 / 2 / 2.5 (and QwQ) share the ChatML-style `qwen` template
+    (r"llama[-_.]?4", "llama4"),
+    (r"llama[-_.]?3\.2.*vision", "mllama"),
+    (r"llama[-_.]?3", "llama3"),  # Llama 3 / 3.1 / 3.2 text / 3.3
+    (r"llama[-_.]?2", "llama2"),
+    (r"internvl", "intern_vl"),
+    (r"internlm[-_.]?(2|2[._]5|3)", "intern2"),  # LF uses intern2 for InternLM 2, 2.5 and 3
+    (r"glm[-_.]?z1", "glmz1"),
+    (r"glm[-_.]?4\.[156]v", "glm4_5v"),
+    (r"glm[-_.]?4\.5", "glm4_moe"),
+    (r"glm[-_.]?4", "glm4"),
+    (r"chatglm3", "chatglm3"),
+    (r"gemma[-_.]?3n", "gemma3n"),
+    (r"gemma[-_.]?3[-_.]?(1b|270m)", "gemma2"),  # text-only Gemma 3 sizes use LF's gemma2 template
+    (r"gemma[-_.]?3", "gemma3"),
+    (r"gemma[-_.]?2", "gemma2"),
+    (r"gemma", "gemma"),
+    (r"mistral[-_.]?small", "mistral_small"),
+    (r"ministral[-_.]?3", "ministral3"),
+    (r"ministral|mistral[-_.]?nemo", "ministral"),
+    (r"mistral|mixtral", "mistral"),
+    (r"phi[-_.]?4[-_.]?mini", "phi4_mini"),
+    (r"phi[-_.]?4", "phi4"),
+    (r"phi[-_.]?3[-_.]?small", "phi_small"),
+    (r"phi[-_.]?3", "phi"),
+    (r"yi[-_.]?vl", "yi_vl"),
+    (r"(^|[-_.])yi([-_.]|$)", "yi"),
+)
+
+#: Families LLaMA-Factory 0.9.5 has no template for: a clear error instead of a guess.
+NO_TEMPLATE = ((r"baichuan", "Baichuan"), (r"chatglm2|chatglm-6b", "ChatGLM 1/2"))
+
+#: config.json `model_type` values that name one template unambiguously.
+MODEL_TYPES = {
+    "qwen3": "qwen3", "qwen3_moe": "qwen3", "qwen2": "qwen", "qwen2_moe": "qwen", "internlm2": "intern2",
+    "internlm3": "intern2", "glm4": "glm4", "chatglm": "chatglm3", "gemma": "gemma", "gemma2": "gemma2",
+    "gemma3_text": "gemma2", "gemma3": "gemma3", "mistral": "mistral", "mixtral": "mistral", "phi3": "phi",
+    "deepseek_v3": "deepseek3", "llama4": "llama4", "mllama": "mllama",
+}  # fmt: skip
+
+HOW_TO = (
+    "pass template=... (e.g. template='qwen' for Qwen2.5, 'llama3' for Llama 3.x, 'default' for a base model "
+    "with no chat format, 'empty' for raw text)"
+)
+
+
+def known_templates() -> list[str]:
+    """LLaMA-Factory's template names (from configs/llama_factory/keys.json)."""
+    return lf_keys()["templates"]
+
+
+def check_template(name: str) -> str:
+    """`name` if LF has such a template, else ConfigError with close matches."""
+    names = known_templates()
+    if name in names:
+        return name
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; known: {', '.join(names)}"
+    raise ConfigError(f"unknown LLaMA-Factory template {name!r}{hint}")
+
+
+def template_for(model: Path, explicit: str | None = None) -> str:
+    """The template for the model folder `model` (see the module docstring for the order)."""
+    if explicit:
+        return check_template(explicit)
+    name = model.name.lower()
+    exact = lf_keys()["model_templates"].get(name)
+    if exact:
+        return exact
+    for pattern, family in NO_TEMPLATE:
+        if re.search(pattern, name):
+            raise ConfigError(f"LLaMA-Factory has no chat template for {family} models ({model}); {HOW_TO}")
+    for pattern, template in FAMILIES:
+        if re.search(pattern, name):
+            return template
+    model_type = _model_type(model)
+    if model_type in MODEL_TYPES:
+        return MODEL_TYPES[model_type]
+    raise ConfigError(
+        f"cannot tell the chat template of {model} from its folder name"
+        + (f" or its model_type {model_type!r}" if model_type else "")
+        + f"; {HOW_TO}"
+    )
+
+
+def _model_type(model: Path) -> str | None:
+    try:
+        value = json.loads((model / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
