@@ -1,0 +1,276 @@
+"""finetune.flagembedding's pieces that need no process: option whitelists, model kind, data checks, argv rendering.
+
+Defaults are LazyLLM's documented ones for `finetune.flagembedding` (embed and rerank lists), plus a few FlagEmbedding
+keys LazyLLM users reach for (seed, max_steps, bf16, knowledge distillation, instructions for passages).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..data import detect_format, iter_records
+from ..errors import ConfigError, DataError, UnknownOptionError
+from ..options import Option, OptionSpec
+
+KINDS = ("embed", "rerank")
+KIND_ALIASES = {"embed": "embed", "embedding": "embed", "rerank": "rerank", "reranker": "rerank"}
+MODULES = {
+    "embed": "FlagEmbedding.finetune.embedder.encoder_only.base",
+    "rerank": "FlagEmbedding.finetune.reranker.encoder_only.base",
+}
+DATA_SUFFIXES = (".json", ".jsonl")  # FlagEmbedding silently skips any other file: we refuse it instead
+DEEPSPEED_CONFIGS = ("stage0", "stage1")  # ours, in configs/flagembedding/ds_<name>.json
+DEEPSPEED_OFF = ("none", "off", "false", "no")
+# Options lazytune consumes itself: never rendered as FlagEmbedding arguments.
+OWN = frozenset({"deepspeed", "validate"})
+
+# TrainingArguments names that changed in transformers: {first major: {our name: the flag to use, None = drop}}.
+# transformers 5 deprecated (5.2: removed) warmup_ratio: warmup_steps takes a float < 1 as a ratio since 5.0;
+# overwrite_output_dir is gone in 5 (FlagEmbedding refuses a non-empty output_dir either way).
+TRANSFORMERS_CHANGES: dict[int, dict[str, str | None]] = {
+    5: {"warmup_ratio": "warmup_steps", "overwrite_output_dir": None},
+}
+
+
+def _options(kind: str, lr: float, max_len: int) -> list[Option]:
+    """The whitelist of one kind: shared training keys with the kind's defaults, then the kind's own keys."""
+    instruction = "query_instruction_for_retrieval" if kind == "embed" else "query_instruction_for_rerank"
+    passage_instruction = "passage_instruction_for_retrieval" if kind == "embed" else "passage_instruction_for_rerank"
+    default_instruction = "Represent this sentence for searching relevant passages: " if kind == "embed" else None
+    opts = [
+        Option("train_group_size", int, 8, "passages per query: 1 positive + (n-1) negatives", minimum=1),
+        Option("query_max_len", int, max_len, "query tokens kept", minimum=1),
+        Option("passage_max_len", int, max_len, "passage tokens kept", minimum=1),
+        Option("pad_to_multiple_of", int, 8, "pad sequences to a multiple of this", minimum=1),
+        Option(instruction, str, default_instruction, "instruction put before each query ('' for none)"),
+        Option("query_instruction_format", str, "{}{}", "format of instruction + query"),
+        Option(passage_instruction, str, None, "instruction put before each passage"),
+        Option("passage_instruction_format", str, None, "format of instruction + passage"),
+        Option("knowledge_distillation", bool, None, "train on the data's pos_scores / neg_scores"),
+        Option("learning_rate", float, lr, "peak learning rate", aliases=("lr",), minimum=0),
+        Option("num_train_epochs", float, 1.0, "epochs", aliases=("num_epochs",), minimum=0),
+        Option("max_steps", int, None, "stop after this many optimizer steps (overrides epochs)", minimum=1),
+        Option("per_device_train_batch_size", int, 2, "queries per process and step", aliases=("batch_size",),
+               minimum=1),
+        Option("gradient_accumulation_steps", int, 1, "batches per optimizer step", minimum=1),
+        Option("dataloader_drop_last", bool, True, "drop the last incomplete batch"),
+        Option("warmup_ratio", float, 0.1, "fraction of steps for linear warmup", minimum=0),
+        Option("weight_decay", float, 0.01, "AdamW weight decay", minimum=0),
+        Option("deepspeed", str, "auto", "auto (stage0 when deepspeed is installed and a GPU is used), stage0, "
+               "stage1, a config file, or none"),
+        Option("logging_steps", int, 1, "log every n steps", minimum=1),
+        Option("save_steps", int, 1000, "checkpoint every n steps", minimum=1),
+        Option("save_strategy", str, None, "when to checkpoint", choices=("no", "steps", "epoch")),
+        Option("save_total_limit", int, None, "keep at most n checkpoints", minimum=1),
+        Option("overwrite_output_dir", bool, True, "LazyLLM compatibility (transformers < 5 only)"),
+        Option("fp16", bool, True, "fp16 mixed precision (GPU only; dropped on CPU unless asked for)"),
+        Option("bf16", bool, None, "bf16 mixed precision"),
+        Option("gradient_checkpointing", bool, True, "recompute activations to save memory"),
+        Option("seed", int, None, "random seed (FlagEmbedding's default: 42)"),
+        Option("report_to", str, "none", "experiment tracker (none, tensorboard, wandb, ...)"),
+        Option("validate", bool, True, "check every record of the data before starting (False: the first 20)"),
+    ]
+    if kind == "embed":
+        opts += [
+            Option("temperature", float, 0.02, "temperature of the similarity scores", minimum=0),
+            Option("sentence_pooling_method", str, "cls", "pooling", choices=("cls", "mean", "last_token")),
+            Option("normalize_embeddings", bool, True, "L2-normalize embeddings"),
+            Option("kd_loss_type", str, "kl_div", "knowledge distillation loss", choices=("kl_div", "m3_kd_loss")),
+            Option("negatives_cross_device", bool, True, "share negatives across processes (multi-process only "
+                   "unless asked for)"),
+        ]
+    return opts
+
+
+OPTION_SPECS = {
+    "embed": OptionSpec("flagembedding (embed)", _options("embed", 1e-5, 512)),
+    "rerank": OptionSpec("flagembedding (rerank)", _options("rerank", 6e-5, 256)),
+}
+
+
+def validate_kind_options(kind: str, kw: dict[str, Any], model: Path) -> dict[str, Any]:
+    """Validated options of `kind` with defaults. A key of the other kind gets its own explanation."""
+    spec, other = OPTION_SPECS[kind], OPTION_SPECS["rerank" if kind == "embed" else "embed"]
+    wrong = [k for k in kw if k not in spec and k in other]
+    if wrong:
+        problems = [
+            f"{k!r} is an option of {other_kind(kind)} models, but {model.name} is fine-tuned as a {kind} model "
+            f"(pass model_kind={other_kind(kind)!r} if it is a {other_kind(kind)} model)"
+            for k in wrong
+        ]
+        rest = {k: v for k, v in kw.items() if k not in wrong}
+        try:
+            spec.validate(rest)
+        except ConfigError as exc:
+            problems += getattr(exc, "problems", [str(exc)])
+        raise UnknownOptionError(spec.backend, problems)
+    return spec.resolve(kw)
+
+
+def other_kind(kind: str) -> str:
+    return "rerank" if kind == "embed" else "embed"
+
+
+def _name_kind(name: str) -> str | None:
+    name = name.lower()
+    if "rerank" in name:
+        return "rerank"
+    if "embed" in name or name.startswith("bge"):
+        return "embed"
+    return None
+
+
+def _architecture_kind(archs: Sequence[str]) -> str | None:
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "rerank"
+    if any(a.endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")) for a in archs):
+        return "decoder"
+    if archs and all(a.endswith("Model") for a in archs):  # BertModel, XLMRobertaModel: a bare encoder
+        return "embed"
+    return None  # ForMaskedLM, ForPreTraining, none given: a pretrained encoder that could become either
+
+
+def detect_kind(model: Path, model_kind: Any = None) -> str:
+    """'embed' or 'rerank': `model_kind` when given, else from config.json's architectures and the folder name."""
+    try:
+        config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+        archs = [str(a) for a in config.get("architectures") or []]
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"cannot read {model / 'config.json'}: {exc}") from None
+    by_arch = _architecture_kind(archs)
+    if by_arch == "decoder":
+        raise ConfigError(
+            f"{model} is a decoder model ({', '.join(archs)}): finetune.flagembedding runs FlagEmbedding's "
+            "encoder-only trainers (BERT, XLM-RoBERTa, ... embedders and rerankers)"
+        )
+    if model_kind is not None:
+        kind = KIND_ALIASES.get(str(model_kind).strip().lower()) if isinstance(model_kind, str) else None
+        if kind is None:
+            raise ConfigError(f"model_kind must be 'embed' or 'rerank', got {model_kind!r}")
+        return kind
+    by_name = _name_kind(model.name)
+    ask = "pass model_kind='embed' or model_kind='rerank'"
+    if by_arch and by_name and by_arch != by_name:
+        raise ConfigError(
+            f"cannot tell whether {model} is an embedding or a reranker model: its name says {by_name} but its "
+            f"architecture ({', '.join(archs)}) says {by_arch}; {ask}"
+        )
+    kind = by_arch or by_name
+    if kind is None:
+        what = ", ".join(archs) or "no architectures in config.json"
+        raise ConfigError(
+            f"cannot tell whether {model} is an embedding or a reranker model ({what}, and the folder name "
+            f"does not say); {ask}"
+        )
+    return kind
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _number_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def check_record(rec: dict[str, Any], group_size: int, distill: bool) -> str | None:
+    """What is wrong with one training record (None: nothing)."""
+    for key in ("query", "pos", "neg"):
+        if key not in rec:
+            return f"missing field {key!r} (each record needs query, pos and neg)"
+    if not isinstance(rec["query"], str):
+        return f"'query' must be a string, got {type(rec['query']).__name__}"
+    for key in ("pos", "neg"):
+        if not _str_list(rec[key]):
+            return f"{key!r} must be a list of strings, got {json.dumps(rec[key])[:80]}"
+    if not rec["pos"]:
+        return "'pos' is empty (each query needs at least one positive passage)"
+    if not rec["neg"] and group_size > 1:
+        return (f"'neg' is empty: with train_group_size={group_size} each query needs at least one negative "
+                "(FlagEmbedding repeats them up to train_group_size - 1)")  # fmt: skip
+    for key in ("prompt", "type"):
+        if key in rec and not isinstance(rec[key], str):
+            return f"{key!r} must be a string, got {type(rec[key]).__name__}"
+    if distill:
+        for scores, texts in (("pos_scores", "pos"), ("neg_scores", "neg")):
+            if scores not in rec:
+                return f"missing field {scores!r} (needed with knowledge_distillation=True)"
+            if not _number_list(rec[scores]) or len(rec[scores]) != len(rec[texts]):
+                return f"{scores!r} must be a list of numbers, one per {texts!r} passage"
+    return None
+
+
+def check_data(files: Iterable[Path], options: dict[str, Any], world_size: int) -> int:
+    """Check the training files; returns the number of records read. Raises DataError naming file and line.
+
+    With validate=False only the first 20 records of each file are read (and the returned count covers those).
+    """
+    group_size = options["train_group_size"]
+    distill = bool(options.get("knowledge_distillation"))
+    limit = None if options.get("validate", True) else 20
+    total = 0
+    for path in files:
+        if path.suffix.lower() not in DATA_SUFFIXES:
+            raise DataError("FlagEmbedding reads only .json and .jsonl files (it would skip this one)", path)
+        fmt = detect_format(path)
+        count = 0
+        for line, rec in iter_records(path, fmt):
+            problem = check_record(rec, group_size, distill)
+            if problem:
+                raise DataError(problem, path, line)
+            count += 1
+            if limit is not None and count >= limit:
+                break
+        if count == 0:
+            raise DataError("no records", path)
+        total += count
+    batch = options["per_device_train_batch_size"] * world_size
+    if limit is None and options["dataloader_drop_last"] and total < batch:
+        raise DataError(
+            f"only {total} record(s) but one step takes {batch} (per_device_train_batch_size x {world_size} "
+            "process(es)) and dataloader_drop_last=True: no training step would run"
+        )
+    return total
+
+
+# --- argv -----------------------------------------------------------------------------------------------------------
+
+
+def flag_names(transformers_version: str) -> dict[str, str | None]:
+    """{option: flag to use, None to drop} for the options whose TrainingArguments name depends on the version."""
+    try:
+        major = int(transformers_version.split(".")[0])
+    except (ValueError, AttributeError):
+        major = 0
+    names: dict[str, str | None] = {}
+    for since, changes in sorted(TRANSFORMERS_CHANGES.items()):
+        if major >= since:
+            names.update(changes)
+    return names
+
+
+def render(value: Any) -> str:
+    """A value as HfArgumentParser reads it: booleans as True/False (never bare flags)."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def option_args(options: dict[str, Any], kind: str, transformers_version: str) -> list[str]:
+    """`--name value` pairs for every set option FlagEmbedding takes, in whitelist order."""
+    names = flag_names(transformers_version)
+    args: list[str] = []
+    for opt in OPTION_SPECS[kind]:
+        value = options.get(opt.name)
+        if value is None or opt.name in OWN:
+            continue
+        flag = names.get(opt.name, opt.name)
+        if flag is not None:
+            args += [f"--{flag}", render(value)]
+    return args
