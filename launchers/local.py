@@ -120,6 +120,8 @@ class LocalJob(Job):
             except OSError as exc:
                 log.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
                 raise
+            if self._cancelled.is_set():  # cancel() ran while the process was starting: it saw no process to stop
+                kill_tree(self._proc.pid)
             assert self._proc.stdout is not None
             for line in iter(self._proc.stdout.readline, b""):
                 for secret in secrets:
