@@ -23,8 +23,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time as _time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -333,6 +334,36 @@ class SlurmJob(Job):
         self._secrets = dict(secrets)
         self._last_query = 0.0
         self._unknown_since: float | None = None
+        self._poll_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def add_done_callback(self, fn: Callable[[Job], None]) -> None:
+        """Call `fn(job)` once the job has finished. A daemon thread polls the scheduler until then, so callbacks
+        run without anyone waiting (as a local job's runner thread does)."""
+        super().add_done_callback(fn)
+        if self._watcher is None and not self._state.finished:
+            self._watcher = threading.Thread(target=self._watch, name=f"lazytune-slurm-{self.id}", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                if self.state.finished:
+                    return
+            except SlurmError:
+                pass  # the controller did not answer this time; try again
+            _time.sleep(self.poll_seconds)
+
+    def summary(self) -> dict:
+        """The base summary plus what SLURM says (state, reason, nodes) and where the batch files are."""
+        data = super().summary()
+        code, sig = self.scheduler_exit_code
+        data["slurm"] = {
+            "state": self.slurm_state, "reason": self.reason, "nodes": self.nodes,
+            "exit_code": None if code is None else f"{code}:{sig or 0}",
+            "script": str(self.script), "output": str(self.output),
+        }  # fmt: skip
+        return data
 
     # -- polling ----------------------------------------------------------------------------------------------
     def _query(self) -> dict[str, str] | None:
@@ -365,6 +396,15 @@ class SlurmJob(Job):
                 r.ended, r.exit_code = when, int(parts[2])
 
     def _poll(self) -> None:
+        # One query at a time (a caller's wait() and the callback watcher may poll together); others skip.
+        if not self._poll_lock.acquire(blocking=False):
+            return
+        try:
+            self._poll_locked()
+        finally:
+            self._poll_lock.release()
+
+    def _poll_locked(self) -> None:
         now = _time.monotonic()
         if now - self._last_query < self.min_query_interval:
             return

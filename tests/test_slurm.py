@@ -268,6 +268,19 @@ def test_fake_refused_submission_and_forgotten_job(fake_cluster: Path) -> None:
     assert again.state is JobState.COMPLETED
 
 
+def test_fake_sacct_answers_for_a_forgotten_job(fake_cluster: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = [Step("t", ["bash", "-c", "exit 4"], log=fake_cluster / "t.log")]
+    job = fast(sync=False).run(steps, name="acct")
+    job.wait(raise_on_failure=False)
+    state_file = Path(os.environ["FAKE_SLURM_DIR"]) / f"{job.id}.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "purged": True}))
+    (job.folder / "steps.tsv").unlink()  # only accounting can tell now
+    monkeypatch.setenv("FAKE_SLURM_ACCOUNTING", "1")
+    again = SlurmJob(job.name, job.steps, job.id, job.folder, {})
+    assert again.state is JobState.FAILED and again.exit_code == 4 and again.slurm_state == "FAILED"
+    assert again.summary()["slurm"]["exit_code"] == "4:0"
+
+
 def test_fake_secret_masked_in_log(fake_cluster: Path) -> None:
     step = Step("s", ["bash", "-c", 'echo "token is $HF_TOKEN"'], log=fake_cluster / "s.log",
                 env={"HF_TOKEN": "hf_very_secret_1"})  # fmt: skip

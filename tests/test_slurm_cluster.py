@@ -280,6 +280,20 @@ def test_finetune_dummy_through_slurm(slurm_cluster: str, tmp_path: Path, tiny_f
     assert not (tmp_path / "bad" / "lazyllm_merge").exists()
 
 
+def test_async_run_finishes_by_itself(slurm_cluster: str, tmp_path: Path, tiny_folder_model: Path,
+                                      alpaca_file: Path) -> None:  # fmt: skip
+    """sync=False: nobody waits, yet the run's manifest is completed (the job's watcher runs the callbacks)."""
+    from lazytune import finetune
+
+    target = tmp_path / "async"
+    run = finetune.dummy(tiny_folder_model, target, launcher=launcher(slurm_cluster, sync=False))(alpaca_file)
+    manifest = target / "lazytune_run.json"
+    wait_for(lambda: json.loads(manifest.read_text()).get("state") == "COMPLETED", 60, "the manifest to say COMPLETED")
+    data = json.loads(manifest.read_text())
+    assert data["job"]["slurm"]["state"] == "COMPLETED" and data["job"]["slurm"]["exit_code"] == "0:0"
+    assert run.wait() == str(target / "lazyllm_merge")
+
+
 def test_timeout_state(timeout_job: SlurmJob) -> None:
     # Runs last in this module: by now the 1-minute job submitted first has (nearly) hit its limit.
     with pytest.raises(JobFailed) as info:

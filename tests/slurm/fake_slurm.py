@@ -150,8 +150,14 @@ def scancel(args: list[str]) -> int:
 
 
 def sacct(args: list[str]) -> int:
-    print("Slurm accounting storage is disabled", file=sys.stderr)
-    return 1
+    """With FAKE_SLURM_ACCOUNTING=1, answers `sacct -n -X -P -j ID -o JobID,State,ExitCode,Reason,NodeList`."""
+    if os.environ.get("FAKE_SLURM_ACCOUNTING") != "1":
+        print("Slurm accounting storage is disabled", file=sys.stderr)
+        return 1
+    job = _load(args[args.index("-j") + 1])
+    if job is not None:
+        print(f"{job['id']}|{job['state']}|{job['exit']}|{job['reason']}|fake1")
+    return 0
 
 
 def main(argv: list[str]) -> int:
