@@ -228,6 +228,10 @@ class CollieFinetune(Finetune):
         plan.result = plan.target.merge
         plan.notes.append(f"CoLLiE {self.model_type} model, LoRA on {_list_arg(plan.options['lora_target_modules'])}")
 
+    def progress_log(self, plan: Plan) -> Path:
+        """collie_train.py's LLaMA-Factory style trainer_log.jsonl (written by rank 0)."""
+        return plan.target.lora / "trainer_log.jsonl"
+
     def metrics(self, plan: Plan) -> dict[str, Any]:
         from ..progress import read_trainer_log
 
