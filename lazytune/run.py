@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +65,13 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     clean = redact_data(json.loads(json.dumps(data, default=str)), secret_values())
     tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def controller_sigterm() -> str | None:
+    """'cancel' when this process handles SIGTERM by cancelling its job (`lazytune train` does), so that
+    `lazytune cancel` may send it; None otherwise (then only the job's own processes are stopped)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    return "cancel" if getattr(handler, "__module__", "").startswith("lazytune.") else None
 
 
 class Run:
@@ -162,6 +170,7 @@ class Run:
             "seconds": round(self.ended - self.started, 3) if self.ended else None,
             "host": socket.gethostname(),
             "controller_pid": os.getpid(),
+            "controller_sigterm": controller_sigterm(),
             "argv": sys.argv,
             "launcher": repr(self.trainer.launcher),
             "launcher_kind": type(self.trainer.launcher).__name__.removesuffix("Launcher").lower(),
