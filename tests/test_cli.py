@@ -30,7 +30,7 @@ def test_help_lists_every_command() -> None:
     assert "exit codes" in out.stdout
 
 
-@pytest.mark.parametrize("verb", ["train", "plan", "env"])
+@pytest.mark.parametrize("verb", COMMANDS)
 def test_each_command_has_complete_help(verb: str) -> None:
     out = lazytune(verb, "--help")
     assert out.returncode == 0, out.stderr

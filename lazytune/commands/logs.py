@@ -1,15 +1,59 @@
-"""`lazytune logs` (being written)."""
+"""`lazytune logs <run>`: a run's step logs, optionally followed (Python: `lazytune.runs.find_run(run).logs()`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
-HELP = "logs (not yet available)"
+from launchers.job import redact
+from lazytune.runs import RunRecord, find_run
+
+HELP = "print (or follow with -f) the logs of a run"
+RUN_HELP = "run id (or a unique prefix), target folder (its latest run), run folder or manifest path"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    return subparsers.add_parser("logs", help=HELP, description=HELP)
+    parser = subparsers.add_parser(
+        "logs", help=HELP,
+        description="Print the logs of a run's steps (train, merge, ...) with secrets masked.\n"
+                    "Python: print(lazytune.runs.find_run(RUN).logs())",
+    )  # fmt: skip
+    parser.add_argument("run", metavar="RUN", help=RUN_HELP)
+    parser.add_argument("--root", metavar="DIR", help="where to look for run ids (default LAZYTUNE_TRAIN_TARGET_ROOT)")
+    parser.add_argument("--step", metavar="NAME", help="only this step's log")
+    parser.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines of each log")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the run ends")
+    return parser
+
+
+def follow(record: RunRecord, step: str | None, interval: float = 0.5) -> None:
+    """Print each log's new bytes as they come, until the run has finished and everything was printed."""
+    offsets: dict[str, int] = {}
+    while True:
+        done = record.reload().finished
+        for name, path in record.log_paths(step):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offsets.get(name, 0))
+                    data = f.read()
+                    offsets[name] = f.tell()
+            except OSError:
+                continue
+            if data:
+                sys.stdout.write(redact(data.decode("utf-8", "replace")))
+                sys.stdout.flush()
+        if done:
+            return
+        time.sleep(interval)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("lazytune logs: not implemented yet")
+    record = find_run(args.run, args.root)
+    if args.follow:
+        if args.tail is not None:
+            sys.stdout.write(record.logs(args.step, args.tail))
+        follow(record, args.step)  # (with --tail the logs' start is skipped only in the first print)
+    else:
+        sys.stdout.write(record.logs(args.step, args.tail))
+    return 0
