@@ -40,6 +40,14 @@ OWN_OPTIONS = (
            "under 512 MB; bigger ones are checked from their head only)"),
 )  # fmt: skip
 
+#: Lower bounds LF leaves to a crash deep in training (inclusive).
+MINIMUM = {
+    "learning_rate": 0, "num_train_epochs": 0, "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+    "gradient_accumulation_steps": 1, "lora_rank": 1, "lora_alpha": 0, "lora_dropout": 0, "cutoff_len": 1,
+    "max_samples": 1, "warmup_steps": 0, "logging_steps": 0, "save_steps": 0, "weight_decay": 0, "max_grad_norm": 0,
+    "max_steps": -1, "val_size": 0, "freeze_trainable_layers": -1000, "pref_beta": 0, "quantization_bit": 2,
+}  # fmt: skip
+
 #: Stages we accept: LF's, plus `orpo` (LF runs it as stage dpo with pref_loss orpo).
 EXTRA_STAGES = ("orpo",)
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict, "any": object}
@@ -109,10 +117,9 @@ def option_spec(keys: dict[str, Any] | None = None) -> OptionSpec:
         choices = entry.get("choices")
         if name == "stage":
             choices = [*choices, *EXTRA_STAGES]
-        if choices:
-            options.append(ChoiceOption(name, kind, None, help_text, aliases, tuple(choices)))
-        else:
-            options.append(Option(name, kind, None, help_text, aliases))
+        cls = ChoiceOption if choices else Option
+        choices = tuple(choices) if choices else None
+        options.append(cls(name, kind, None, help_text, aliases, choices, MINIMUM.get(name)))
     return OptionSpec("llamafactory", options)
 
 

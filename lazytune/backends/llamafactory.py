@@ -201,6 +201,9 @@ class LlamafactoryFinetune(Finetune):
             plan.notes.append(f"precision: {'bf16' if o.get('bf16') else 'fp16'} for {topo.gpu_name or 'GPU'}")
 
     # -- results ---------------------------------------------------------------------------------------------------
+    def progress_log(self, plan: Plan) -> Path | None:
+        return plan.target.lora / "trainer_log.jsonl"
+
     def check_outputs(self, plan: Plan) -> list[str]:
         problems = []
         lora, merge = plan.target.lora, plan.target.merge
@@ -231,9 +234,11 @@ class LlamafactoryFinetune(Finetune):
 
 
 def _render(key: str, value: Any, keys: dict[str, Any]) -> Any:
-    """A value as LF wants it in YAML: comma-separated strings for keys LF splits on commas."""
+    """A value as LF wants it in YAML: comma-separated strings for keys LF splits on commas; 10 not 10.0."""
     if isinstance(value, list) and key in keys and is_csv_key(keys[key]):
         return ",".join(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return int(value)  # logging_steps: 10, not 10.0 (LF reads both)
     return value
 
 
