@@ -46,7 +46,16 @@ diagnostics() {
         SLURM_CONF="$STATE/etc/slurm.conf" timeout 10 sinfo -N -l >&2 2>&1 || true
     fi
 }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file is alive only if its pid runs the daemon it names (a stale file's pid may have been reused).
+alive() {
+    local pid name
+    [ -f "$1" ] || return 1
+    pid="$(cat "$1" 2>/dev/null)"
+    name="$(basename "$1" .pid)"
+    name="${name%%.*}"
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]
+}
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 node_name() { printf 'ltnode%d' "$1"; }
 
 # ---------------------------------------------------------------- install
@@ -250,6 +259,9 @@ else
         log "stopping leftovers of an earlier start"
         LAZYTUNE_SLURM_DIR="$STATE" bash "$(dirname "${BASH_SOURCE[0]}")/stop.sh" || true
     fi
+    for p in "$PORT" $(seq $((PORT + 11)) $((PORT + 10 + NODES))); do
+        port_free "$p" || die "port $p on 127.0.0.1 is taken (another SLURM?); choose others with LAZYTUNE_SLURM_PORT"
+    done
     write_config
     start_munge
     start_slurmctld

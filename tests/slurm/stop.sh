@@ -7,7 +7,14 @@ set -uo pipefail
 
 STATE="${LAZYTUNE_SLURM_DIR:-/tmp/lazytune-slurm}"
 log() { printf '[slurm-stop] %s\n' "$*" >&2; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid counts only if it still runs the daemon its file names (a stale file's pid may have been reused).
+owned() {
+    local name
+    name="$(basename "$2" .pid)"
+    name="${name%%.*}"
+    [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$name" ]
+}
+alive() { [ -f "$1" ] && owned "$(cat "$1" 2>/dev/null)" "$1"; }
 
 if [ ! -d "$STATE/run" ]; then
     log "nothing to stop in $STATE"
@@ -33,14 +40,14 @@ stop_pidfile() {
     local f="$1" pid
     [ -f "$f" ] || return 0
     pid="$(cat "$f" 2>/dev/null || true)"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if owned "$pid" "$f"; then
         log "stopping $(basename "$f" .pid) (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
+            owned "$pid" "$f" || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if owned "$pid" "$f"; then
             log "pid $pid still alive after 5s; sending SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
