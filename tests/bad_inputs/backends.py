@@ -78,7 +78,7 @@ class Profile:
 
 PROFILES = {
     "dummy": Profile("dummy", reads_data=False, kind="sft"),
-    "llamafactory": Profile("llamafactory", reads_data=True, kind="sft"),
+    "llamafactory": Profile("llamafactory", reads_data=True, kind="sft", kw=(("template", "default"),)),
     "alpacalora": Profile("alpacalora", reads_data=True, kind="sft", kw=(("val_set_size", 2),)),
     "flagembedding": Profile("flagembedding", reads_data=True, kind="embed", model_type="bert"),
 }
