@@ -1,14 +1,287 @@
-"""finetune.auto: not implemented yet (issue 7)."""
+"""finetune.auto: pick the backend and its parameters from the model's real size and the GPUs, and say why.
+
+    trainer = finetune.auto("models/Qwen2.5-7B", "runs/sft", ctx_len=2048, batch_size=32)
+    print(trainer.explain())       # facts, estimate per GPU, the choice, the alternatives rejected
+    merged = trainer("train.json")  # runs the chosen backend (finetune.llamafactory, alpacalora or flagembedding)
+
+The decision is `lazytune.decide.decide` (a pure function); this class gathers the facts (config.json, nvidia-smi or
+the launcher, overrides), maps the decision onto the chosen backend's own option names, builds that backend's
+trainer and forwards plan / start / call to it. Keywords the user passes go to the backend unchanged (checked by its
+whitelist) and are never overridden: a fixed micro batch or ZeRO stage is taken as given and the rest fitted around it.
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
+
+import launchers
+from launchers import Launcher
+
+from ..config import settings
+from ..decide import Decision, Request, decide
+from ..errors import ConfigError
+from ..gpu_table import hardware
+from ..plan import Plan
+from ..sizing import ModelFacts, model_facts
+from .base import DataArg, Finetune, resolve_model
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Where each part of a decision goes in one backend's options (None: the backend has no such knob)."""
+
+    cls: str  # module.Class under lazytune.backends
+    module: str  # what the backend's environment must be able to import
+    micro_batch: str
+    grad_accum: str | None = None
+    global_batch: str | None = None
+    ctx_len: str = "cutoff_len"
+    lora_r: str | None = None
+    checkpointing: str | None = None
+    checkpointing_off: bool = False  # the key disables checkpointing (LLaMA-Factory) instead of enabling it
+    method: str | None = None
+    quantization: str | None = None
+    deepspeed: str | None = None
+    zero_stages: tuple[int, ...] = (0,)
+
+
+BACKENDS = {
+    "llamafactory": Keys("llamafactory.LlamafactoryFinetune", "llamafactory", "per_device_train_batch_size",
+                         "gradient_accumulation_steps", lora_r="lora_rank",
+                         checkpointing="disable_gradient_checkpointing", checkpointing_off=True,
+                         method="finetuning_type", quantization="quantization_bit", deepspeed="deepspeed",
+                         zero_stages=(0, 2, 3)),
+    "alpacalora": Keys("alpacalora.AlpacaloraFinetune", "peft", "micro_batch_size", global_batch="batch_size",
+                       lora_r="lora_r"),
+    "flagembedding": Keys("flagembedding.FlagembeddingFinetune", "FlagEmbedding", "per_device_train_batch_size",
+                          "gradient_accumulation_steps", ctx_len="passage_max_len",
+                          checkpointing="gradient_checkpointing"),
+}  # fmt: skip
+
+
+def backend_class(name: str) -> type[Finetune]:
+    module, cls = BACKENDS[name].cls.split(".")
+    return getattr(importlib.import_module(f"lazytune.backends.{module}"), cls)
+
+
+def backend_installed(name: str) -> bool:
+    """Whether the backend can run here: its managed env, LAZYTUNE_<NAME>_PYTHON, or this interpreter has it."""
+    from .. import envs
+
+    if os.environ.get(envs.python_variable(name)) or envs.read_stamp(name) is not None:
+        return True
+    return importlib.util.find_spec(BACKENDS[name].module) is not None
+
+
+def deepspeed_config(stage: int) -> dict[str, Any]:
+    """LLaMA-Factory's DeepSpeed ZeRO-2/3 config (configs/deepspeed/), inlined into the backend's YAML."""
+    name = f"ds_z{stage}_config.json"
+    here = Path(__file__).resolve().parents[2] / "configs" / "deepspeed" / name
+    if not here.is_file():
+        from importlib.resources import files
+
+        here = Path(str(files("lazytune.configs") / "deepspeed" / name))
+    return json.loads(here.read_text(encoding="utf-8"))
+
+
+def zero_stage(value: Any) -> int:
+    """The ZeRO stage of a `deepspeed=` value the user passed (a dict, or a JSON file path)."""
+    config = value
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            config = json.loads(Path(value).expanduser().read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"deepspeed={str(value)!r}: cannot read the DeepSpeed config: {exc}") from None
+    try:
+        return int(config.get("zero_optimization", {}).get("stage", 0))
+    except (AttributeError, TypeError, ValueError):
+        raise ConfigError(f"deepspeed={value!r}: expected a DeepSpeed config (dict or JSON file)") from None
+
+
+def choose_backend(facts: ModelFacts, asked: str | None) -> tuple[str, str]:
+    """(backend, why): embedders -> flagembedding; LLMs and VLMs -> llamafactory (alpacalora when LF is missing)."""
+    if asked is not None:
+        if asked not in BACKENDS:
+            close = difflib.get_close_matches(str(asked), BACKENDS, n=2, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(f"backend={asked!r} is not one auto can drive{hint} Choose from {', '.join(BACKENDS)}")
+        return asked, f"backend {asked}: as you asked"
+    if facts.kind in ("embed", "rerank"):
+        return "flagembedding", f"backend flagembedding: {facts.name} is an {facts.kind} model ({facts.model_type})"
+    if facts.kind == "vlm":
+        return "llamafactory", "backend llamafactory: vision-language models are trained by LLaMA-Factory only"
+    if backend_installed("llamafactory") or not backend_installed("alpacalora"):
+        return "llamafactory", "backend llamafactory: LoRA/QLoRA, gradient checkpointing and DeepSpeed all available"
+    return "alpacalora", ("backend alpacalora: LLaMA-Factory is not installed (`lazytune env install llamafactory`), "
+                          "lazytune's alpaca-lora trainer is")  # fmt: skip
 
 
 class AutoFinetune:
-    """Placeholder until issue 7 lands: constructing it raises, never silently does nothing."""
+    """`finetune.auto(base_model, target_path, ...)`: decides, then delegates to the chosen backend's trainer.
+
+    Own keywords: ctx_len, batch_size (global, all GPUs together), lora_r, gpu_type / gpu_memory_gb / ngpus
+    (override what the launcher or nvidia-smi says), backend (force one), allow_quantization (QLoRA allowed),
+    kind ('causal', 'vlm', 'embed', 'rerank'; default from config.json). Everything else goes to the backend.
+    """
 
     name = "auto"
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        raise NotImplementedError("finetune.auto is not implemented yet (issue 7)")
+    def __init__(self, base_model: str | os.PathLike, target_path: str | os.PathLike,
+                 merge_path: str | os.PathLike | None = None, ctx_len: int = 1024, batch_size: int = 32,
+                 lora_r: int = 8, launcher: Launcher | None = None, *, gpu_type: str | None = None,
+                 gpu_memory_gb: float | None = None, ngpus: int | None = None, backend: str | None = None,
+                 allow_quantization: bool = True, kind: str | None = None, overwrite: bool = False, **kw: Any):
+        for label, value in (("ctx_len", ctx_len), ("batch_size", batch_size), ("lora_r", lora_r)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{label} must be a whole number >= 1, got {value!r}")
+        if kind not in (None, "causal", "vlm", "embed", "rerank"):
+            raise ConfigError(f"kind must be 'causal', 'vlm', 'embed' or 'rerank', got {kind!r}")
+        model = resolve_model(base_model, need_config=False)
+        facts = model_facts(model)
+        self.facts = replace(facts, kind=kind) if kind else facts
+        self.backend, why_backend = choose_backend(self.facts, backend)
+        keys = BACKENDS[self.backend]
+        cls = backend_class(self.backend)
+        given = self._canonical(cls, kw)
+        self.hardware = hardware(launcher, gpu_type, gpu_memory_gb, ngpus, settings().default_launcher,
+                                 settings().slurm_partition)
+        request = self._request(keys, given, ctx_len, batch_size, lora_r, allow_quantization)
+        self.decision: Decision = decide(self.facts, self.hardware, request)
+        self.decision.reasons.insert(0, why_backend)
+        self._extra_notes(keys)
+        chosen = self._chosen_kw(keys, given)
+        if self.backend == "flagembedding" and "model_kind" not in kw:
+            chosen["model_kind"] = self.facts.kind
+        self.chosen = chosen
+        self.trainer: Finetune = cls(model, target_path, merge_path, launcher=launcher or self._launcher(),
+                                     overwrite=overwrite, **kw, **chosen)  # fmt: skip
+
+    # -- deciding --------------------------------------------------------------------------------------------------
+    def _canonical(self, cls: type[Finetune], kw: dict[str, Any]) -> dict[str, Any]:
+        """The user's keywords under the backend's own names (aliases resolved); unknown keys stay as given."""
+        if self.backend == "flagembedding":
+            spec = cls.option_spec(self.facts.kind if kw.get("model_kind") is None else kw["model_kind"])
+        else:
+            spec = cls.option_spec()
+        given = {}
+        for key, value in kw.items():
+            name = spec.canonical(key)
+            try:  # typed as the backend will type it; a bad value is reported by the backend's own check
+                given[name or key] = spec.options[name].coerce(value) if name else value
+            except ValueError:
+                given[name or key] = value
+        return given
+
+    def _request(self, keys: Keys, given: dict[str, Any], ctx_len: int, batch_size: int, lora_r: int,
+                 allow_quantization: bool) -> Request:
+        """The request with every value the user fixed through the backend's own keys."""
+        checkpointing = given.get(keys.checkpointing) if keys.checkpointing else False
+        if checkpointing is not None and keys.checkpointing_off:
+            checkpointing = not checkpointing
+        method, bits = None, 4
+        if keys.method and given.get(keys.method):
+            method = "lora" if given[keys.method] in ("lora", "oft") else "full"
+        if keys.quantization and given.get(keys.quantization):
+            method, bits = "qlora", int(given[keys.quantization])
+        zero = zero_stage(given[keys.deepspeed]) if keys.deepspeed and given.get(keys.deepspeed) else None
+        sequences = 1
+        if self.backend == "flagembedding":
+            group = int(given.get("train_group_size") or 8)  # FlagEmbedding's default group size
+            sequences = group + (1 if self.facts.kind == "embed" else 0)
+            if self.facts.max_positions and ctx_len > self.facts.max_positions:
+                ctx_len = self.facts.max_positions
+        ctx = int(given.get(keys.ctx_len) or ctx_len)
+        if self.backend == "alpacalora" and method == "qlora":
+            raise ConfigError("alpacalora has no quantization: use backend='llamafactory' for QLoRA")
+        return Request(
+            ctx_len=ctx, batch_size=batch_size, lora_r=int(given.get(keys.lora_r) or lora_r) if keys.lora_r else lora_r,
+            allow_quantization=allow_quantization and keys.quantization is not None, sequences_per_example=sequences,
+            method=method, micro_batch=given.get(keys.micro_batch), grad_accum=given.get(keys.grad_accum or ""),
+            checkpointing=checkpointing, zero=zero, quant_bits=bits, zero_stages=keys.zero_stages,
+            lora_dropout=float(given.get("lora_dropout", 0.05) or 0) > 0,
+        )  # fmt: skip
+
+    def _chosen_kw(self, keys: Keys, given: dict[str, Any]) -> dict[str, Any]:
+        """The decision as the backend's keywords, leaving out every key the user set."""
+        s = self.decision.setup
+        out: dict[str, Any] = {keys.micro_batch: s.micro_batch, keys.ctx_len: s.ctx_len}
+        if keys.grad_accum:
+            out[keys.grad_accum] = s.grad_accum
+        if keys.global_batch:
+            out[keys.global_batch] = self.decision.global_batch
+        if keys.lora_r and s.method != "full":
+            out[keys.lora_r] = s.lora_r
+        if keys.checkpointing:
+            out[keys.checkpointing] = s.checkpointing != keys.checkpointing_off
+        if keys.quantization and s.method == "qlora":
+            out[keys.quantization] = s.quant_bits
+        if keys.deepspeed and s.zero:
+            out[keys.deepspeed] = deepspeed_config(s.zero)
+        return {k: v for k, v in out.items() if k not in given}
+
+    def _extra_notes(self, keys: Keys) -> None:
+        s, f = self.decision.setup, self.facts
+        if s.zero:
+            self.decision.reasons.append("DeepSpeed must be installed in the backend's environment "
+                                         "(pip install deepspeed); its config is inlined into the backend's YAML")
+        if f.max_positions and s.ctx_len > f.max_positions:
+            self.decision.reasons.append(f"ctx_len {s.ctx_len} exceeds the model's {f.max_positions} positions")
+        if self.backend == "flagembedding":
+            self.decision.reasons.append(f"ctx_len {s.ctx_len} is the passage length; an example is "
+                                         f"{s.sequences_per_example} sequences (query + passages) in the estimate")
+
+    def _launcher(self) -> Launcher:
+        """A launcher for exactly the GPUs chosen (when the user gave none)."""
+        n = self.decision.setup.ngpus
+        if settings().default_launcher in ("slurm", "remote"):
+            return launchers.slurm(ngpus=n)
+        return launchers.local(ngpus=n)
+
+    # -- what a trainer offers --------------------------------------------------------------------------------------
+    def explain(self) -> str:
+        """The facts, the estimate per GPU, the choice and why, the alternatives rejected (plain text)."""
+        passed = ", ".join(f"{k}={_short(v)}" for k, v in self.chosen.items())
+        return f"finetune.auto -> finetune.{self.backend}({passed})\n{self.decision.explain()}"
+
+    def plan(self, data: DataArg = None) -> Plan:
+        """The chosen backend's plan, with the explanation in its notes."""
+        plan = self.trainer.plan(data)
+        plan.notes += [f"auto: {line}" for line in self.explain().splitlines()]
+        return plan
+
+    def start(self, data: DataArg = None, plan: Plan | None = None) -> Any:
+        return self.trainer.start(data, plan=plan or self.plan(data))
+
+    def __call__(self, data: DataArg = None) -> Any:
+        run = self.start(data)
+        return run.wait() if self.trainer.launcher.sync else run
+
+    @property
+    def launcher(self) -> Launcher:
+        return self.trainer.launcher
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.trainer.options
+
+    @property
+    def base_model(self) -> Path:
+        return self.trainer.base_model
+
+    @property
+    def target(self) -> Any:
+        return self.trainer.target
+
+    def __repr__(self) -> str:
+        return f"finetune.auto -> {self.trainer!r}"
+
+
+def _short(value: Any) -> str:
+    return "{...DeepSpeed config...}" if isinstance(value, dict) else repr(value)

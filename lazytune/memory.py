@@ -1,0 +1,152 @@
+"""The memory model behind `finetune.auto`: peak memory per GPU of one training set-up, part by part.
+
+All numbers are GiB per GPU (per process on CPU). The model is deliberately simple and readable; every constant
+says where it comes from. Parts: base weights (bf16, fp32 on CPU, or 4-bit for QLoRA), trainable state (weights,
+gradients and AdamW moments of what is trained), activations (a function of ctx_len, micro batch and gradient
+checkpointing), the logits of the loss, and a fixed overhead. DDP replicates everything; ZeRO shards it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .sizing import ModelFacts
+
+GIB = 1024**3
+QUANT_BYTES = {4: 0.52, 8: 1.03}  # bitsandbytes NF4 (+ double-quantized absmax) / int8 (+ scales), per weight
+ADAMW_BYTES = 16  # per trained parameter: fp32 weight 4 + fp32 gradient 4 + two fp32 AdamW moments 8
+ZERO_BYTES = {2: (2, 14), 3: (0, 16)}  # ZeRO paper, mixed precision: (replicated, sharded) bytes per parameter
+LOGIT_BYTES = 12  # per token per vocab entry: bf16 logits 2 + fp32 upcast for the loss 4 + log-softmax 4 + slack 2
+GATHERED_LAYERS = 2  # ZeRO-3 holds the layer it computes plus the prefetched next one
+OVERHEAD_GB = {"cuda": 1.0, "cpu": 1.0}  # CUDA context + cuBLAS/NCCL workspaces; on CPU torch's own footprint
+USABLE_FRACTION = {"cuda": 0.90, "cpu": 0.80}  # allocator fragmentation on GPU; the OS and other processes on CPU
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One training configuration to estimate. `ngpus=0` is CPU (one process)."""
+
+    method: str  # "lora", "qlora" or "full"
+    ngpus: int
+    micro_batch: int
+    grad_accum: int
+    checkpointing: bool
+    zero: int  # 0: no DeepSpeed (single process or DDP); 2 or 3: DeepSpeed ZeRO stage
+    ctx_len: int
+    lora_r: int = 8
+    sequences_per_example: int = 1  # embedders: 1 query + train_group_size passages
+    compute_bytes: int = 2  # bf16/fp16 on GPU, fp32 on CPU
+    quant_bits: int = 4  # QLoRA only
+    lora_dropout: bool = True  # lazytune's templates use 0.05: each LoRA input gets its own dropped copy
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.ngpus > 0 else "cpu"
+
+    def describe(self) -> str:
+        method = {"lora": f"LoRA r={self.lora_r}", "qlora": f"QLoRA (4-bit) r={self.lora_r}",
+                  "full": "full fine-tuning"}[self.method]  # fmt: skip
+        method = method.replace("4-bit", f"{self.quant_bits}-bit")
+        where = f"{self.ngpus} GPU(s)" if self.ngpus else "CPU"
+        spread = f"DeepSpeed ZeRO-{self.zero}" if self.zero else ("DDP" if self.ngpus > 1 else "single process")
+        ckpt = "with" if self.checkpointing else "without"
+        return (f"{method} on {where}, {spread}, micro batch {self.micro_batch} x gradient accumulation "
+                f"{self.grad_accum}, {ckpt} gradient checkpointing, ctx_len {self.ctx_len}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak memory per GPU, in GiB, by part."""
+
+    weights: float
+    trainable: float
+    activations: float
+    logits: float
+    overhead: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.trainable + self.activations + self.logits + self.overhead
+
+    def describe(self) -> str:
+        return (f"{self.total:.1f} GB = weights {self.weights:.1f} + trainable state {self.trainable:.2f} + "
+                f"activations {self.activations:.1f} + logits {self.logits:.1f} + overhead {self.overhead:.1f}")
+
+
+def usable_gb(memory_gb: float, device: str) -> float:
+    """The part of a GPU's (or the machine's) memory a training process can count on."""
+    return memory_gb * USABLE_FRACTION[device]
+
+
+def _layer_params(f: ModelFacts) -> float:
+    return (f.params_total - f.params_embedding - f.vision_params) / max(1, f.layers)
+
+
+def weight_bytes(f: ModelFacts, s: Setup) -> float:
+    """Base weights held by one GPU."""
+    n = max(1, s.ngpus)
+    if s.method == "full":
+        if s.zero:
+            replicated, sharded = ZERO_BYTES[s.zero]
+            return f.params_total * (replicated + sharded / n)
+        return f.params_total * ADAMW_BYTES * (1.25 if n > 1 else 1)  # DDP keeps a copy of the gradients in buckets
+    if s.method == "qlora":  # embeddings, the output head and the vision tower stay in bf16
+        kept = f.params_embedding + f.vision_params
+        full = (f.params_total - kept) * QUANT_BYTES[s.quant_bits] + kept * 2
+        return full / n + GATHERED_LAYERS * _layer_params(f) * QUANT_BYTES[s.quant_bits] if s.zero == 3 else full
+    if s.zero == 3:
+        return f.params_total * s.compute_bytes / n + GATHERED_LAYERS * _layer_params(f) * s.compute_bytes
+    return f.params_total * s.compute_bytes
+
+
+def trainable_bytes(f: ModelFacts, s: Setup) -> float:
+    """Adapter weights, gradients and optimizer moments (full fine-tuning counts them in `weight_bytes`)."""
+    if s.method == "full":
+        return 0.0
+    lora = f.lora_params(s.lora_r)
+    return lora * (4 + 12 / max(1, s.ngpus)) if s.zero else lora * ADAMW_BYTES
+
+
+def activation_bytes(f: ModelFacts, s: Setup) -> float:
+    """Saved activations for the backward pass (plus one recomputed layer with gradient checkpointing).
+
+    Decoder layer, per token, in bf16 bytes (SDPA/flash attention, no dropout): two RMSNorms with their fp32
+    intermediates ~20h, attention input/q/k/v/RoPE/output ~12h + 6 kv, gated MLP gate/up/act/product 8 i.
+    Encoder (BERT) layer: 34h + 5 a s (Korthikanti et al. 2022, attention scores and dropout kept).
+    LoRA dropout adds, per adapted Linear, a copy of its input and the dropout mask (3 bytes per input element).
+    """
+    scale = s.compute_bytes / 2
+    tokens = s.micro_batch * s.ctx_len * s.sequences_per_example
+    h = f.hidden
+    if f.kind in ("embed", "rerank"):
+        per_layer = (34 * h + 5 * f.heads * s.ctx_len) * scale
+    else:
+        mlp = f.intermediate * max(1, f.experts_per_token)
+        per_layer = (32 * h + 6 * f.kv_heads * f.head_dim + 8 * mlp) * scale
+        if s.method != "full" and s.lora_dropout:
+            experts = max(1, f.experts_per_token) / max(1, f.experts)  # a token reaches top-k of the experts
+            per_layer += sum(3 * i * n * (experts if n >= max(2, f.experts) else 1) for i, _, n in f.lora_linears)
+    if s.checkpointing:
+        return tokens * (f.layers * 2 * h * scale + per_layer)
+    return tokens * f.layers * per_layer
+
+
+def logit_bytes(f: ModelFacts, s: Setup) -> float:
+    """The output head's logits and the loss over them (none for embedders: their scores are tiny)."""
+    if f.kind in ("embed", "rerank"):
+        return 0.0
+    return s.micro_batch * s.ctx_len * f.vocab * LOGIT_BYTES
+
+
+def estimate(f: ModelFacts, s: Setup) -> Estimate:
+    """Peak memory per GPU of training `f` with set-up `s`."""
+    transient = 0.0
+    if s.method == "qlora":  # bitsandbytes dequantizes one Linear at a time into a bf16 temporary
+        transient = max(i * o for i, o, _ in f.lora_linears) * 2
+    return Estimate(
+        weights=weight_bytes(f, s) / GIB,
+        trainable=trainable_bytes(f, s) / GIB,
+        activations=(activation_bytes(f, s) + transient) / GIB,
+        logits=logit_bytes(f, s) / GIB,
+        overhead=OVERHEAD_GB[s.device],
+    )
