@@ -299,6 +299,15 @@ def map_state(raw: str) -> JobState | None:
     return SLURM_STATES.get(word)
 
 
+def parse_gres_gpu_name(sinfo_gres: str) -> str | None:
+    """The GPU model in `sinfo -o %G` output ('gpu:a100:8(S:0-1),tmpfs:10' -> 'A100'); None for untyped 'gpu:8'."""
+    for item in re.split(r"[,\s]+", sinfo_gres):
+        parts = re.sub(r"\(.*?\)", "", item).split(":")
+        if len(parts) == 3 and parts[0] == "gpu" and parts[1] and not parts[1].isdigit():
+            return parts[1].replace("_", " ").upper()
+    return None
+
+
 class SlurmError(RuntimeError):
     """sbatch refused the job, or a SLURM command could not be run."""
 
@@ -556,6 +565,7 @@ class SlurmLauncher(Launcher):
         self.env_allow = tuple(env_allow)
         self.folder = Path(folder) if folder is not None else None
         self.poll_seconds = poll_seconds
+        self._gpu_name: str | None = None
 
     def __repr__(self) -> str:
         r = self.resources
@@ -563,8 +573,22 @@ class SlurmLauncher(Launcher):
                 f"ntasks_per_node={r.ntasks_per_node}, time={r.time!r}, sync={self.sync})")  # fmt: skip
 
     def topology(self) -> Topology:
+        """Nodes, processes and GPUs of a job; the GPU model from the partition's typed gres ('gpu:a100:8')."""
         r = self.resources
-        return Topology(nnodes=r.nnodes, nproc_per_node=r.ntasks_per_node, gpus_per_node=r.ngpus)
+        if r.ngpus and self._gpu_name is None:
+            self._gpu_name = self._query_gpu_name() or ""
+        return Topology(nnodes=r.nnodes, nproc_per_node=r.ntasks_per_node, gpus_per_node=r.ngpus,
+                        gpu_name=self._gpu_name or None)  # fmt: skip
+
+    def _query_gpu_name(self) -> str | None:
+        argv = ["sinfo", "-h", "-o", "%G"]
+        if self.resources.partition:
+            argv.append(f"--partition={self.resources.partition}")
+        try:
+            proc = _run(argv, timeout=15)
+        except SlurmError:
+            return None
+        return parse_gres_gpu_name(proc.stdout) if proc.returncode == 0 else None
 
     def export_names(self, environ: Mapping[str, str], extra: Iterable[str] = ()) -> list[str]:
         """Names of the submitter's variables the job gets: the allow-list, `env_allow`, and `extra` (exact)."""

@@ -25,6 +25,7 @@ from launchers.slurm import (
     SlurmLauncher,
     map_state,
     parse_exit_code,
+    parse_gres_gpu_name,
     parse_scontrol_job,
     quote_arg,
     render_batch_script,
@@ -125,6 +126,12 @@ def test_parse_scontrol_and_states() -> None:
     assert map_state("TIMEOUT") is JobState.TIMEOUT
     assert map_state("COMPLETING") is JobState.RUNNING and map_state("CONFIGURING") is JobState.PENDING
     assert map_state("SOMETHING_NEW") is None
+
+
+def test_gres_gpu_name() -> None:
+    assert parse_gres_gpu_name("gpu:a100:8(S:0-1)\n") == "A100"
+    assert parse_gres_gpu_name("tmpdisk:100,gpu:nvidia_h100_80gb_hbm3:4") == "NVIDIA H100 80GB HBM3"
+    assert parse_gres_gpu_name("gpu:2\n(null)\n") is None and parse_gres_gpu_name("") is None
 
 
 def test_environment_allow_list_and_secrets(tmp_path: Path) -> None:
