@@ -46,6 +46,7 @@ class Target:
     lora: Path
     merge: Path
     owns_root: bool = True  # False when the user named .../lazyllm_lora: its parent may hold other things
+    url: str | None = None  # target_path given as a URL: results are made in `root`, then the merge is uploaded there
 
     @property
     def manifest(self) -> Path:
@@ -88,7 +89,8 @@ class Plan:
             "run_id": self.run_id,
             "base_model": str(self.base_model),
             "data": [str(d) for d in self.data],
-            "target": {"root": str(self.target.root), "lora": str(self.target.lora), "merge": str(self.target.merge)},
+            "target": {"root": str(self.target.root), "lora": str(self.target.lora), "merge": str(self.target.merge),
+                       "url": self.target.url},
             "run_dir": str(self.run_dir),
             "result": str(self.result) if self.result else None,
             "options": self.options,

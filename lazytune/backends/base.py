@@ -7,6 +7,7 @@ files to write and argv steps. It never starts a process itself.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import os
 import secrets
 import shutil
@@ -20,7 +21,7 @@ import launchers
 from launchers import Launcher
 
 from ..config import settings
-from ..data import resolve_data
+from ..data import is_url, resolve_data
 from ..errors import ConfigError, ModelNotFoundError, TargetExistsError
 from ..options import OptionSpec
 from ..plan import Plan, Target
@@ -72,6 +73,12 @@ def resolve_target(target_path: str | os.PathLike, merge_path: str | os.PathLike
     """LazyLLM layout: <target>/lazyllm_lora + <target>/lazyllm_merge; a target named lazyllm_lora uses its sibling."""
     if not isinstance(target_path, (str, os.PathLike)) or not str(target_path):
         raise ConfigError(f"target_path must be a folder path, got {target_path!r}")
+    if is_url(target_path):  # train into a local folder named after the URL; the finished merge is uploaded
+        from ..fetch import local_target
+
+        local = resolve_target(local_target(str(target_path)), merge_path)
+        return dataclasses.replace(local, url=str(target_path))
+    target_path = str(target_path).removeprefix("file://")
     target = Path(target_path).expanduser()
     if not target.is_absolute():
         target = settings().train_target_root / target
