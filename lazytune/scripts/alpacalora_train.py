@@ -11,6 +11,7 @@ leaves nothing, the run fails before the model is loaded). With --train-on-input
 (-100), so the loss covers the response tokens only. Gradient accumulation = batch_size / (micro_batch_size x world
 size). Checkpoints go to OUT/checkpoint-N (resume with --resume-from-checkpoint); rank 0 alone writes the adapter,
 OUT/trainer_log.jsonl (one line per log step) and OUT/train_data_stats.json (token counts + decoded examples).
+--data-only stops after the data checks and train_data_stats.json (no model is loaded).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-RANK = int(os.environ.get("RANK", "0"))
-WORLD_SIZE = int(os.environ.get("WORLD_SIZE", "1"))
 IGNORE = -100
 
 
@@ -33,8 +32,16 @@ class TrainError(Exception):
     """A problem with the inputs, reported as one clear line (exit code 2) instead of a traceback."""
 
 
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # set by torchrun; absent in a single process
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def say(*parts: object) -> None:
-    if RANK == 0:
+    if rank() == 0:
         print("alpacalora:", *parts, flush=True)
 
 
@@ -214,10 +221,11 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 
 
 def train(args: argparse.Namespace) -> None:
-    per_step = args.micro_batch_size * WORLD_SIZE
+    world = world_size()
+    per_step = args.micro_batch_size * world
     if args.batch_size % per_step:
         raise TrainError(f"batch_size={args.batch_size} is not a multiple of micro_batch_size x processes = "
-                         f"{args.micro_batch_size} x {WORLD_SIZE}")
+                         f"{args.micro_batch_size} x {world}")
     grad_accum = args.batch_size // per_step
     out = Path(args.output_dir)
     resume = last_checkpoint(out) if args.resume_from_checkpoint else None
@@ -236,7 +244,7 @@ def train(args: argparse.Namespace) -> None:
     samples, stats = tokenize_all(args, tokenizer, template)
     train_set, val_set = split(samples, args.val_set_size, args.seed)
     info = describe_data(tokenizer, train_set, val_set, stats, args)
-    if RANK == 0:
+    if rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_data_stats.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", "utf-8")
     say("data:", json.dumps({k: v for k, v in info.items() if k != "examples"}))
@@ -262,7 +270,11 @@ def train(args: argparse.Namespace) -> None:
                       target_modules=targets, modules_to_save=args.modules_to_save or None, bias="none",
                       task_type="CAUSAL_LM")  # fmt: skip
     model = get_peft_model(model, lora)
-    if RANK == 0:
+    if fp16:  # the fp16 grad scaler refuses fp16 trainable weights (modules_to_save copies are in the base dtype)
+        for param in model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
+    if rank() == 0:
         model.print_trainable_parameters()
 
     training_args = TrainingArguments(
@@ -273,14 +285,14 @@ def train(args: argparse.Namespace) -> None:
         eval_strategy="steps" if val_set else "no", eval_steps=args.eval_steps if val_set else None,
         save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         bf16=bf16, fp16=fp16, use_cpu=not cuda, deepspeed=args.deepspeed or None,
-        ddp_find_unused_parameters=False if WORLD_SIZE > 1 else None, report_to="none", remove_unused_columns=False,
+        ddp_find_unused_parameters=False if world > 1 else None, report_to="none", remove_unused_columns=False,
         disable_tqdm=True,  # progress comes from trainer_log.jsonl; a bar full of \r makes the log unreadable
     )  # fmt: skip
     say(f"world size {training_args.world_size}, micro batch {args.micro_batch_size}, gradient accumulation "
         f"{grad_accum}, effective batch {args.micro_batch_size * grad_accum * training_args.world_size}, "
         f"device {training_args.device}" + (f", resuming from {resume}" if resume else ""))
-    if training_args.world_size != WORLD_SIZE:
-        raise TrainError(f"torch.distributed sees {training_args.world_size} processes, WORLD_SIZE says {WORLD_SIZE}")
+    if training_args.world_size != world:
+        raise TrainError(f"torch.distributed sees {training_args.world_size} processes, WORLD_SIZE says {world}")
     collator = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=val_set or None,
                       data_collator=collator, callbacks=[jsonl_logger(out / "trainer_log.jsonl")])  # fmt: skip
