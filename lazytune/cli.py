@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(args.command_module)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        if getattr(args, "quiet", False):
+            warnings.simplefilter("ignore")  # --quiet: only errors
         return _run(module, args)
 
 

@@ -30,6 +30,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def http_server(tmp_path: Path):
     """A loopback HTTP server over tmp_path/www that counts the GET requests per path."""
+    pytest.importorskip("aiohttp", reason="fsspec's http:// driver needs aiohttp (dev extra)")
     www = tmp_path / "www"
     www.mkdir()
     gets: dict[str, int] = {}
