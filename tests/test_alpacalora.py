@@ -180,6 +180,8 @@ def test_other_bad_inputs(tiny_folder_model: Path, alpaca_file: Path, tmp_path: 
     with pytest.raises(OptionsError, match="no checkpoint-N folder"):
         finetune.alpacalora(tiny_folder_model, t, resume_from_checkpoint=True, overwrite=True, **SMALL).plan(
             alpaca_file)
+    with pytest.raises(OptionsError, match="nccl_port must be a TCP port"):
+        finetune.alpacalora(tiny_folder_model, t, nccl_port=80)
     with pytest.raises(OptionsError, match="num_epochs must be > 0"):
         finetune.alpacalora(tiny_folder_model, t, num_epochs=0)
     assert nothing_written(t)

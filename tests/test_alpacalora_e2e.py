@@ -149,6 +149,14 @@ def test_cutoff_len_leaving_no_response_fails_before_training(model: Path, tmp_p
     assert manifest["state"] == "FAILED" and manifest["job"]["steps"][1]["exit_code"] is None
 
 
+def test_unknown_lora_target_module_fails_clearly(model: Path, tmp_path: Path) -> None:
+    data = write_alpaca(tmp_path / "alpaca.json")
+    trainer = finetune.alpacalora(model, tmp_path / "target", launcher=cpu(), lora_target_modules="wqkv,wo", **FAST)
+    with pytest.raises(JobFailed, match=r"cannot add LoRA to .*lora_target_modules=\['wqkv', 'wo'\]") as info:
+        trainer(data)
+    assert info.value.exit_code == 2 and not (tmp_path / "target" / "lazyllm_merge").exists()
+
+
 def test_two_processes_torchrun(model: Path, tmp_path: Path) -> None:
     data = write_alpaca(tmp_path / "alpaca.json")
     target = tmp_path / "target"

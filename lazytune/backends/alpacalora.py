@@ -103,6 +103,8 @@ class AlpacaloraFinetune(Finetune):
                             f"{o['micro_batch_size']}")
         if o["num_epochs"] <= 0:
             problems.append(f"num_epochs must be > 0, got {o['num_epochs']}")
+        if o.get("nccl_port") is not None and not 1024 <= o["nccl_port"] <= 65535:
+            problems.append(f"nccl_port must be a TCP port in 1024-65535, got {o['nccl_port']}")
         if o["lora_dropout"] >= 1:
             problems.append(f"lora_dropout must be < 1, got {o['lora_dropout']}")
         if o.get("deepspeed") and not Path(o["deepspeed"]).is_file():

@@ -269,7 +269,11 @@ def train(args: argparse.Namespace) -> None:
     lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       target_modules=targets, modules_to_save=args.modules_to_save or None, bias="none",
                       task_type="CAUSAL_LM")  # fmt: skip
-    model = get_peft_model(model, lora)
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:  # e.g. target modules that this architecture doesn't have
+        raise TrainError(f"cannot add LoRA to {args.base_model} (lora_target_modules={args.lora_target_modules}): "
+                         f"{exc}") from None
     if fp16:  # the fp16 grad scaler refuses fp16 trainable weights (modules_to_save copies are in the base dtype)
         for param in model.parameters():
             if param.requires_grad:
