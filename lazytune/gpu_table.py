@@ -125,7 +125,9 @@ def _ram_gb() -> float:
 
 def _from_topology(topo: Topology, launcher: Launcher | None) -> tuple[str | None, float | None, int, str]:
     count = topo.gpus_per_node * topo.nnodes
-    if topo.gpu_name or not count:
+    if not count:
+        return None, None, 0, "the launcher has no GPU"
+    if topo.gpu_name:
         return topo.gpu_name, topo.gpu_memory_gb, count, "nvidia-smi"
     partition = getattr(getattr(launcher, "resources", None), "partition", None)
     gres_type, _ = parse_gres(slurm_gres(partition))

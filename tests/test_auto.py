@@ -216,3 +216,15 @@ def test_auto_trains_a_tiny_llama_on_cpu_end_to_end(tmp_path: Path, alpaca_file:
     assert manifest["state"] == "COMPLETED" and manifest["backend"] == "llamafactory"
     assert any(n.startswith("auto: choice") for n in manifest["plan"]["notes"])
     assert manifest["plan"]["options"]["per_device_train_batch_size"] == 4
+
+
+def test_cli_plan_auto_prints_the_explanation(tmp_path: Path, alpaca_file: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from lazytune.cli import main
+
+    model = model_folder(tmp_path, "Qwen2.5-0.5B")
+    code = main(["plan", "auto", "--base", str(model), "--target", str(tmp_path / "out"), "--data", str(alpaca_file),
+                 "--launcher", "local", "--ngpus", "0", "ctx_len=256", "batch_size=8", "learning_rate=2e-4"])
+    out = capsys.readouterr().out
+    assert code == 0 and "backend=llamafactory" in out and "auto: choice   : LoRA r=8 on CPU" in out
+    assert "per_device_train_batch_size: 8" in out and "cutoff_len: 256" in out and "learning_rate: 0.0002" in out

@@ -28,6 +28,7 @@ from ..config import settings
 from ..decide import Decision, Request, decide
 from ..errors import ConfigError
 from ..gpu_table import hardware
+from ..options import Option, OptionSpec
 from ..plan import Plan
 from ..sizing import ModelFacts, model_facts
 from .base import DataArg, Finetune, resolve_model
@@ -132,6 +133,23 @@ class AutoFinetune:
     """
 
     name = "auto"
+
+    @classmethod
+    def option_spec(cls) -> OptionSpec:
+        """auto's own keywords (for the CLI and --list-options); every other key goes to the chosen backend."""
+        return OptionSpec("auto", [
+            Option("ctx_len", int, 1024, "tokens per sample (LLaMA-Factory cutoff_len; passage length for embedders)"),
+            Option("batch_size", int, 32, "global batch: micro batch x gradient accumulation x GPUs"),
+            Option("lora_r", int, 8, "LoRA rank"),
+            Option("gpu_type", str, None, "GPU type instead of what the launcher reports (e.g. A100-80G, H100, 4090)"),
+            Option("gpu_memory_gb", float, None, "memory per GPU in GB instead of the table's or nvidia-smi's"),
+            Option("ngpus", int, None, "GPUs to plan for (without a launcher: how many local GPUs to use)"),
+            Option("backend", str, None, "force a backend", choices=tuple(BACKENDS)),
+            Option("allow_quantization", bool, True, "QLoRA may be chosen when bf16 LoRA does not fit"),
+            Option("kind", str, None, "model kind instead of config.json's",
+                   choices=("causal", "vlm", "embed", "rerank")),
+            Option("overwrite", bool, False, "replace the results already in the target"),
+        ])  # fmt: skip
 
     def __init__(self, base_model: str | os.PathLike, target_path: str | os.PathLike,
                  merge_path: str | os.PathLike | None = None, ctx_len: int = 1024, batch_size: int = 32,
