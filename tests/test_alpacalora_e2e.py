@@ -18,7 +18,7 @@ from lazytune.errors import ConfigError
 from lazytune.progress import read_trainer_log
 from tests.conftest import OFFLINE
 from tests.helpers.alpaca import alpaca_records, inspect_merge, write_alpaca
-from tests.helpers.models import tiny_llama
+from tests.helpers.models import tiny_llama, tiny_qwen2
 
 pytestmark = pytest.mark.slow
 
@@ -157,7 +157,9 @@ def test_unknown_lora_target_module_fails_clearly(model: Path, tmp_path: Path) -
     assert info.value.exit_code == 2 and not (tmp_path / "target" / "lazyllm_merge").exists()
 
 
-def test_two_processes_torchrun(model: Path, tmp_path: Path) -> None:
+def test_two_processes_torchrun(alpaca_python: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """DDP over gloo, on a Qwen2 this time (its default LoRA targets come from its config too)."""
+    model = tiny_qwen2(tmp_path_factory.getbasetemp() / "models", python=alpaca_python)
     data = write_alpaca(tmp_path / "alpaca.json")
     target = tmp_path / "target"
     started = time.time()
@@ -169,6 +171,7 @@ def test_two_processes_torchrun(model: Path, tmp_path: Path) -> None:
     assert summary["world_size"] == 2 and summary["gradient_accumulation_steps"] == 1
     assert summary["global_step"] == 6  # 10 samples / (2 processes x 2) -> 3 steps per epoch
     manifest = json.loads((target / "lazytune_run.json").read_text())
+    assert manifest["plan"]["options"]["lora_target_modules"] == ["q_proj", "v_proj"]
     log = Path(manifest["job"]["steps"][0]["log"]).read_text()
     assert "torch.distributed.run" in log.splitlines()[0] and "--nproc_per_node=2" in log.splitlines()[0]
     assert "world size 2, micro batch 2, gradient accumulation 1, effective batch 4" in log
