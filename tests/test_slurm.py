@@ -154,7 +154,8 @@ def test_environment_allow_list_and_secrets(tmp_path: Path) -> None:
         render_batch_script(steps, "j", tmp_path / "st", Resources(), {"X_TOKEN": "abc"})
 
 
-def test_launcher_validation() -> None:
+def test_launcher_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SlurmLauncher, "_query_gpu_name", lambda self: "A100")  # no sinfo in a unit test
     with pytest.raises(ValueError):
         SlurmLauncher(nnodes=0)
     with pytest.raises(ValueError):
@@ -165,6 +166,7 @@ def test_launcher_validation() -> None:
         SlurmLauncher(ntasks_per_node=2, nproc=3)
     topo = SlurmLauncher(nnodes=2, ngpus=4).topology()
     assert (topo.nnodes, topo.nproc_per_node, topo.gpus_per_node, topo.world_size) == (2, 4, 4, 8)
+    assert topo.gpu_name == "A100" and SlurmLauncher().topology().gpu_name is None
     assert SlurmLauncher(time=30).resources.time == "30"
 
 

@@ -294,15 +294,6 @@ def test_async_run_finishes_by_itself(slurm_cluster: str, tmp_path: Path, tiny_f
     assert run.wait() == str(target / "lazyllm_merge")
 
 
-def test_timeout_state(timeout_job: SlurmJob) -> None:
-    # Runs last in this module: by now the 1-minute job submitted first has (nearly) hit its limit.
-    with pytest.raises(JobFailed) as info:
-        timeout_job.wait(timeout=180)
-    assert timeout_job.state is JobState.TIMEOUT and info.value.step == "forever"
-    assert scontrol(timeout_job.id)["JobState"] == "TIMEOUT"
-    assert timeout_job.results[1].started is None
-
-
 def _real_backend_or_skip(name: str):
     from lazytune import finetune
 
@@ -318,8 +309,9 @@ def _real_backend_or_skip(name: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("nnodes", [1, 2], ids=["1node", "2nodes"])
-def test_real_llamafactory_finetune_through_slurm(slurm_cluster: str, tmp_path: Path, alpaca_file: Path,
-                                                  tmp_path_factory: pytest.TempPathFactory, nnodes: int) -> None:
+def test_real_llamafactory_finetune_through_slurm(
+    slurm_cluster: str, tmp_path: Path, alpaca_file: Path, tmp_path_factory: pytest.TempPathFactory, nnodes: int
+) -> None:
     """A real tiny LLaMA-Factory LoRA fine-tune + merge, submitted through SLURM (2 nodes: torchrun over srun)."""
     factory = _real_backend_or_skip("llamafactory")
     from tests.helpers.models import ml_python, tiny_llama
@@ -340,3 +332,12 @@ def test_real_llamafactory_finetune_through_slurm(slurm_cluster: str, tmp_path: 
     if nnodes == 2:
         assert "--nnodes=2" in train_log and "srun" in train_log and "world size: 2" in train_log, train_log[-3000:]
     print(f"LLaMA-Factory fine-tune + merge through SLURM on {nnodes} node(s): {elapsed:.1f} s")
+
+
+def test_timeout_state(timeout_job: SlurmJob) -> None:
+    # Runs last in this module: by now the 1-minute job submitted first has (nearly) hit its limit.
+    with pytest.raises(JobFailed) as info:
+        timeout_job.wait(timeout=180)
+    assert timeout_job.state is JobState.TIMEOUT and info.value.step == "forever"
+    assert scontrol(timeout_job.id)["JobState"] == "TIMEOUT"
+    assert timeout_job.results[1].started is None
