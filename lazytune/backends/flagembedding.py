@@ -139,21 +139,21 @@ class FlagembeddingFinetune(Finetune):
             if not (versions.get("deepspeed") and plan.topology.device == "cuda"):
                 return None
             choice = "stage0"
+        ours = choice.lower() in DEEPSPEED_CONFIGS
+        path = configs_dir() / "flagembedding" / f"ds_{choice.lower()}.json" if ours else Path(choice).expanduser()
+        if not path.is_file():
+            raise OptionsError(self.name, [
+                f"deepspeed={choice!r}: no such file (expected 'auto', 'stage0', 'stage1', 'none' or a JSON config)"
+            ])  # fmt: skip
         if not versions.get("deepspeed"):
             raise OptionsError(self.name, [
                 f"deepspeed={choice!r} but deepspeed is not installed for {self.python()}: install it in that "
                 "environment, or pass deepspeed='none'"
             ])  # fmt: skip
-        if choice.lower() in DEEPSPEED_CONFIGS:
-            ours = configs_dir() / "flagembedding" / f"ds_{choice.lower()}.json"
-            copy = plan.run_dir / ours.name
-            plan.files.append(FileSpec(copy, ours.read_text(encoding="utf-8")))
+        if ours:  # a copy in the run folder: the run records exactly what it used
+            copy = plan.run_dir / path.name
+            plan.files.append(FileSpec(copy, path.read_text(encoding="utf-8")))
             return str(copy)
-        path = Path(choice).expanduser()
-        if not path.is_file():
-            raise OptionsError(self.name, [
-                f"deepspeed={choice!r}: no such file (expected 'auto', 'stage0', 'stage1', 'none' or a JSON config)"
-            ])  # fmt: skip
         return str(path.resolve())
 
     # -- results ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import detect_format, iter_records
-from ..errors import ConfigError, DataError, UnknownOptionError
+from ..errors import ConfigError, DataError, OptionsError, UnknownOptionError
 from ..options import Option, OptionSpec
 
 KINDS = ("embed", "rerank")
@@ -92,20 +92,26 @@ OPTION_SPECS = {
 
 
 def validate_kind_options(kind: str, kw: dict[str, Any], model: Path) -> dict[str, Any]:
-    """Validated options of `kind` with defaults. A key of the other kind gets its own explanation."""
-    spec, other = OPTION_SPECS[kind], OPTION_SPECS["rerank" if kind == "embed" else "embed"]
-    wrong = [k for k in kw if k not in spec and k in other]
-    if wrong:
-        problems = [
-            f"{k!r} is an option of {other_kind(kind)} models, but {model.name} is fine-tuned as a {kind} model "
-            f"(pass model_kind={other_kind(kind)!r} if it is a {other_kind(kind)} model)"
-            for k in wrong
-        ]
-        rest = {k: v for k, v in kw.items() if k not in wrong}
+    """Validated options of `kind` with defaults. Keys of the other kind (or close to one) get their own message."""
+    spec, other = OPTION_SPECS[kind], OPTION_SPECS[other_kind(kind)]
+    a_other = "an embed" if kind == "rerank" else "a rerank"
+    problems = []
+    for key in (k for k in kw if k not in spec):
+        close = other.suggestions(key) if not spec.suggestions(key) else []
+        if key in other:
+            problems.append(f"{key!r} is an option of {other_kind(kind)} models, but {model.name} is fine-tuned as "
+                            f"{'a rerank' if kind == 'rerank' else 'an embed'} model (pass "
+                            f"model_kind={other_kind(kind)!r} if it is {a_other} model)")  # fmt: skip
+        elif close:
+            problems.append(f"unknown option {key!r} for {spec.backend}; did you mean {close[0]!r} (an option of "
+                            f"{other_kind(kind)} models)?")  # fmt: skip
+        else:
+            problems.append(spec.unknown_message(key))
+    if problems:
         try:
-            spec.validate(rest)
-        except ConfigError as exc:
-            problems += getattr(exc, "problems", [str(exc)])
+            spec.validate({k: v for k, v in kw.items() if k in spec})
+        except OptionsError as exc:
+            problems += exc.problems
         raise UnknownOptionError(spec.backend, problems)
     return spec.resolve(kw)
 

@@ -1,9 +1,9 @@
-"""Write a tiny random BERT (embedder: BertModel, or reranker: BertForSequenceClassification with one label).
+"""Write tiny random BERTs: an embedder (BertModel) and/or a reranker (BertForSequenceClassification, one label).
 
 Standalone, offline: the WordPiece tokenizer is trained on a few KB of built-in text. Run it with the interpreter
-that will train the model (tokenizers saved by transformers 5 don't load in 4.x):
+that will train the models (tokenizers saved by transformers 5 don't load in 4.x):
 
-    python make_tiny_bert.py OUTPUT --kind embed|rerank [--seed 0] [--hidden 32] [--layers 2]
+    python make_tiny_bert.py [--embed DIR] [--rerank DIR] [--seed 0] [--hidden 32] [--layers 2]
 """
 
 import argparse
@@ -53,15 +53,28 @@ def make_tokenizer(vocab_size: int):
     )  # fmt: skip
 
 
+def save(model, tokenizer, out: Path, kind: str, args: argparse.Namespace) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    info = {"arch": "bert", "kind": kind, "hidden": args.hidden, "layers": args.layers, "vocab": len(tokenizer),
+            "params": n, "seed": args.seed}  # fmt: skip
+    (out / "tiny_model.json").write_text(json.dumps(info, indent=2) + "\n")  # written last: marks a complete folder
+    print(f"tiny BERT {kind}: {n} parameters, vocab {len(tokenizer)} -> {out}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("output")
-    ap.add_argument("--kind", choices=("embed", "rerank"), default="embed")
+    ap.add_argument("--embed", type=Path, help="folder for the embedder (BertModel)")
+    ap.add_argument("--rerank", type=Path, help="folder for the reranker (BertForSequenceClassification)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--vocab-size", type=int, default=600)
     args = ap.parse_args()
+    if not (args.embed or args.rerank):
+        ap.error("give --embed DIR and/or --rerank DIR")
 
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel
@@ -71,21 +84,12 @@ def main() -> int:
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=2,
         intermediate_size=args.hidden * 2, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+        num_labels=1,
     )  # fmt: skip
-    if args.kind == "rerank":
-        config.num_labels = 1
-        model = BertForSequenceClassification(config)
-    else:
-        model = BertModel(config)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    n = sum(p.numel() for p in model.parameters())
-    info = {"arch": "bert", "kind": args.kind, "hidden": args.hidden, "layers": args.layers, "vocab": len(tokenizer),
-            "params": n, "seed": args.seed}  # fmt: skip
-    (out / "tiny_model.json").write_text(json.dumps(info, indent=2) + "\n")  # written last: marks a complete folder
-    print(f"tiny BERT ({args.kind}, {n} parameters, vocab {len(tokenizer)}) written to {out}")
+    if args.embed:
+        save(BertModel(config), tokenizer, args.embed, "embed", args)
+    if args.rerank:
+        save(BertForSequenceClassification(config), tokenizer, args.rerank, "rerank", args)
     return 0
 
 

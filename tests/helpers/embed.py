@@ -1,6 +1,6 @@
 """Tiny embedders / rerankers, training data and result probes for the finetune.flagembedding tests.
 
-    from tests.helpers.embed import fe_python, tiny_bert, write_triples, embeddings, rerank_scores
+    from tests.helpers.embed import fe_python, tiny_berts, write_triples, embeddings, rerank_scores
 
 Models are built once per folder with lazytune/scripts/make_tiny_bert.py using the flagembedding environment's
 Python (the one that trains them). Probes load a model in that environment, in a subprocess, with FlagEmbedding's
@@ -40,22 +40,26 @@ def fe_python() -> str:
     return envs.python_for("flagembedding")
 
 
-def tiny_bert(root: Path, kind: str = "embed", name: str | None = None, seed: int = 0) -> Path:
-    """Folder of a tiny random BERT embedder (BertModel) or reranker (BertForSequenceClassification, 1 label)."""
+def tiny_berts(root: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Folders of a tiny random BERT embedder (BertModel) and reranker (BertForSequenceClassification, 1 label).
+
+    Built together on first use (one process: importing torch is the slow part), reused after; the folder names
+    (tiny-bert-embed-s0, tiny-bert-reranker-s0) agree with their architectures, so the kind is detected.
+    """
     python = fe_python()
-    folder = Path(root) / (name or f"tiny-bert-{kind}-s{seed}")
-    done = folder / "tiny_model.json"
-    if done.is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # pytest-xdist workers may ask for the same model at once
-        if not done.is_file():
-            argv = [python, script("make_tiny_bert.py"), str(folder), "--kind", kind, "--seed", str(seed)]
+    embed, rerank = Path(root) / f"tiny-bert-embed-s{seed}", Path(root) / f"tiny-bert-reranker-s{seed}"
+    if all((p / "tiny_model.json").is_file() for p in (embed, rerank)):
+        return embed, rerank
+    embed.parent.mkdir(parents=True, exist_ok=True)
+    with open(embed.parent / f".tiny-bert-s{seed}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # pytest-xdist workers may ask for the same models at once
+        if not all((p / "tiny_model.json").is_file() for p in (embed, rerank)):
+            argv = [python, script("make_tiny_bert.py"), "--embed", str(embed), "--rerank", str(rerank),
+                    "--seed", str(seed)]  # fmt: skip
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
             if proc.returncode != 0:
                 raise RuntimeError(f"make_tiny_bert.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return folder
+    return embed, rerank
 
 
 def triples(n: int = 16) -> list[dict[str, Any]]:
@@ -126,15 +130,3 @@ def max_abs_diff(a: list[list[float]] | list[float], b: list[list[float]] | list
     flat_b = [x for row in b for x in (row if isinstance(row, list) else [row])]
     assert len(flat_a) == len(flat_b)
     return max(abs(x - y) for x, y in zip(flat_a, flat_b, strict=True))
-
-
-@pytest.fixture(scope="session")
-def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Session-wide tiny BERT embedder (folder name tiny-bert-embed-s0)."""
-    return tiny_bert(tmp_path_factory.getbasetemp() / "models", "embed")
-
-
-@pytest.fixture(scope="session")
-def tiny_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Session-wide tiny BERT reranker (folder name tiny-bert-reranker-s0)."""
-    return tiny_bert(tmp_path_factory.getbasetemp() / "models", "rerank", name="tiny-bert-reranker-s0")

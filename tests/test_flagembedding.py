@@ -1,0 +1,253 @@
+"""finetune.flagembedding without training: model kind, whitelists, data checks, argv, hardware adaptation.
+
+Bad input must fail before any process starts and leave the target untouched. Tests that read the installed
+transformers version (plan argv) use the flagembedding environment and skip when it is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import launchers
+from lazytune.backends.flagembedding import FlagembeddingFinetune, configs_dir
+from lazytune.backends.flagembedding_args import OPTION_SPECS, flag_names, option_args
+from lazytune.errors import ConfigError, DataError, OptionsError, TargetExistsError, UnknownOptionError
+from tests.helpers.embed import fe_python, triples, write_triples
+
+CPU1 = dict(launcher=launchers.local(ngpus=0))
+
+
+def fake_model(root: Path, name: str, archs: list[str] | None) -> Path:
+    """A folder with only config.json: enough for everything before training."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    config = {"model_type": "bert"} if archs is None else {"model_type": "bert", "architectures": archs}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture
+def embedder(tmp_path: Path) -> Path:
+    return fake_model(tmp_path, "mini-encoder", ["BertModel"])
+
+
+@pytest.fixture
+def reranker(tmp_path: Path) -> Path:
+    return fake_model(tmp_path, "mini-cross", ["BertForSequenceClassification"])
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return write_triples(tmp_path / "data" / "train.jsonl", 8)
+
+
+# -- model kind -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "archs", "kind"), [
+    ("mini-encoder", ["BertModel"], "embed"),
+    ("mini-cross", ["XLMRobertaForSequenceClassification"], "rerank"),
+    ("bge-reranker-tiny", ["BertForMaskedLM"], "rerank"),
+    ("my-embedder", None, "embed"),
+    ("bge-small", ["BertForMaskedLM"], "embed"),
+])  # fmt: skip
+def test_kind_from_model(tmp_path: Path, name: str, archs: list[str] | None, kind: str) -> None:
+    trainer = FlagembeddingFinetune(fake_model(tmp_path, name, archs), tmp_path / "out", **CPU1)
+    assert trainer.model_kind == kind
+    assert trainer.options["model_kind"] == kind
+
+
+def test_explicit_kind_wins_and_accepts_lazyllm_spelling(tmp_path: Path) -> None:
+    model = fake_model(tmp_path, "bert-base", ["BertForMaskedLM"])
+    assert FlagembeddingFinetune(model, tmp_path / "o", model_kind="reranker", **CPU1).model_kind == "rerank"
+    assert FlagembeddingFinetune(model, tmp_path / "o", model_kind="embed", **CPU1).model_kind == "embed"
+
+
+@pytest.mark.parametrize(("name", "archs", "words"), [
+    ("bert-base", ["BertForMaskedLM"], ["cannot tell", "model_kind"]),
+    ("plain", None, ["no architectures", "model_kind"]),
+    ("my-reranker", ["BertModel"], ["name says rerank", "model_kind"]),
+    ("tiny-llama", ["LlamaForCausalLM"], ["decoder model", "encoder-only"]),
+])  # fmt: skip
+def test_unclear_or_wrong_model_kind(tmp_path: Path, name: str, archs: list[str] | None, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        FlagembeddingFinetune(fake_model(tmp_path, name, archs), tmp_path / "out", **CPU1)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_bad_model_kind_value(embedder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model_kind must be 'embed' or 'rerank', got 'classifier'"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", model_kind="classifier", **CPU1)
+
+
+# -- options ----------------------------------------------------------------------------------------------------------
+def test_unknown_option_suggests(embedder: Path, tmp_path: Path) -> None:
+    with pytest.raises(UnknownOptionError, match="did you mean 'learning_rate'"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", learning_rat=1e-4, **CPU1)
+
+
+def test_option_of_the_other_kind_is_explained(reranker: Path, tmp_path: Path) -> None:
+    with pytest.raises(UnknownOptionError) as err:
+        FlagembeddingFinetune(reranker, tmp_path / "out", temperature=0.05, sentence_pooling_methd="mean", **CPU1)
+    text = str(err.value)
+    assert "'temperature' is an option of embed models" in text and "model_kind='embed'" in text
+    assert "did you mean" in text  # the typo is reported in the same error
+
+
+def test_lazyllm_defaults_per_kind(embedder: Path, reranker: Path, tmp_path: Path) -> None:
+    e = FlagembeddingFinetune(embedder, tmp_path / "e", **CPU1).options
+    r = FlagembeddingFinetune(reranker, tmp_path / "r", **CPU1).options
+    assert (e["query_max_len"], e["passage_max_len"], e["learning_rate"], e["train_group_size"]) == (512, 512, 1e-5, 8)
+    assert (r["query_max_len"], r["passage_max_len"], r["learning_rate"], r["train_group_size"]) == (256, 256, 6e-5, 8)
+    assert e["temperature"] == 0.02 and e["sentence_pooling_method"] == "cls" and e["warmup_ratio"] == 0.1
+    assert "temperature" not in r and r["fp16"] is True and r["gradient_checkpointing"] is True
+
+
+def test_option_types_are_checked(embedder: Path, tmp_path: Path) -> None:
+    with pytest.raises(OptionsError) as err:
+        FlagembeddingFinetune(embedder, tmp_path / "out", train_group_size="many", sentence_pooling_method="max",
+                              **CPU1)  # fmt: skip
+    assert "train_group_size" in str(err.value) and "sentence_pooling_method" in str(err.value)
+
+
+# -- argv rendering (pure) ------------------------------------------------------------------------------------------
+def test_flag_names_follow_transformers_version() -> None:
+    assert flag_names("5.23.0") == {"warmup_ratio": "warmup_steps", "overwrite_output_dir": None}
+    assert flag_names("4.44.2") == {}
+
+
+def test_booleans_are_rendered_as_values_and_unset_options_left_out() -> None:
+    options = OPTION_SPECS["embed"].resolve({"fp16": False, "knowledge_distillation": True})
+    old = option_args(options, "embed", "4.44.2")
+    new = option_args(options, "embed", "5.6.0")
+    pairs = dict(zip(old[::2], old[1::2], strict=True))
+    assert pairs["--fp16"] == "False" and pairs["--knowledge_distillation"] == "True"
+    assert pairs["--warmup_ratio"] == "0.1" and pairs["--overwrite_output_dir"] == "True"
+    assert "--max_steps" not in pairs and "--deepspeed" not in pairs and "--validate" not in pairs
+    assert "--warmup_ratio" not in new and "--overwrite_output_dir" not in new
+    assert new[new.index("--warmup_steps") + 1] == "0.1"
+
+
+def test_deepspeed_configs_ship() -> None:
+    for stage in (0, 1):
+        config = json.loads((configs_dir() / "flagembedding" / f"ds_stage{stage}.json").read_text())
+        assert config["zero_optimization"]["stage"] == stage
+        assert config["train_micro_batch_size_per_gpu"] == "auto"
+
+
+# -- data: checked before anything starts, target untouched -----------------------------------------------------------
+@pytest.mark.parametrize(("record", "message"), [
+    ({"query": "q", "neg": ["n"]}, "missing field 'pos'"),
+    ({"query": "q", "pos": "p", "neg": ["n"]}, "'pos' must be a list of strings"),
+    ({"query": "q", "pos": [], "neg": ["n"]}, "'pos' is empty"),
+    ({"query": "q", "pos": ["p"], "neg": []}, "'neg' is empty"),
+    ({"query": 3, "pos": ["p"], "neg": ["n"]}, "'query' must be a string"),
+    ({"query": "q", "pos": ["p"], "neg": ["n"], "prompt": 1}, "'prompt' must be a string"),
+])  # fmt: skip
+def test_bad_record_names_file_line_and_field(embedder: Path, tmp_path: Path, record: dict, message: str) -> None:
+    records = triples(8)
+    records.insert(5, record)
+    path = write_triples(tmp_path / "bad.jsonl", records=records)
+    target = tmp_path / "out"
+    trainer = FlagembeddingFinetune(embedder, target, **CPU1)
+    with pytest.raises(DataError) as err:
+        trainer.start(path)
+    assert f"{path}, line 6: {message}" in str(err.value)
+    assert not target.exists()
+
+
+def test_bad_record_in_a_json_array(embedder: Path, tmp_path: Path) -> None:
+    records = triples(4)
+    del records[2]["neg"]
+    path = write_triples(tmp_path / "bad.json", records=records, fmt="json")
+    with pytest.raises(DataError, match=r"bad\.json, line \d+: missing field 'neg'"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(path)
+
+
+def test_knowledge_distillation_needs_scores(embedder: Path, data: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="line 1: missing field 'pos_scores'"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", knowledge_distillation=True, **CPU1).plan(data)
+    records = [dict(r, pos_scores=[1.0], neg_scores=[0.1, 0.2]) for r in triples(4)]  # 3 negatives, 2 scores
+    path = write_triples(tmp_path / "kd.jsonl", records=records)
+    with pytest.raises(DataError, match="'neg_scores' must be a list of numbers, one per 'neg' passage"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", knowledge_distillation=True, **CPU1).plan(path)
+
+
+def test_text_files_are_refused(embedder: Path, data: Path, tmp_path: Path) -> None:
+    (data.parent / "notes.txt").write_text("not training data\n")
+    with pytest.raises(DataError, match=r"notes\.txt: FlagEmbedding reads only \.json and \.jsonl"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(data.parent)
+
+
+def test_too_few_records_for_one_step(embedder: Path, tmp_path: Path) -> None:
+    path = write_triples(tmp_path / "one.jsonl", 1)
+    with pytest.raises(DataError, match="only 1 record.*no training step would run"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(path)
+
+
+def test_target_with_results_needs_overwrite(embedder: Path, data: Path, tmp_path: Path) -> None:
+    (tmp_path / "out" / "lazyllm_merge").mkdir(parents=True)
+    (tmp_path / "out" / "lazyllm_merge" / "config.json").write_text("{}")
+    with pytest.raises(TargetExistsError, match="overwrite=True"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(data)
+
+
+def test_backend_not_installed_is_a_clear_error(embedder: Path, data: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("LAZYTUNE_FLAGEMBEDDING_PYTHON", sys.executable)  # the dev venv: no FlagEmbedding in it
+    with pytest.raises(ConfigError, match="lazytune env install flagembedding"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(data)
+    assert not (tmp_path / "out").exists()
+
+
+# -- plans with the installed FlagEmbedding environment -------------------------------------------------------------
+def argv_pairs(argv: tuple[str, ...]) -> dict[str, str]:
+    return {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+
+
+def test_cpu_plan(embedder: Path, data: Path, tmp_path: Path) -> None:
+    fe_python()
+    plan = FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(data.parent)
+    (step,) = plan.steps
+    assert step.distributed and step.argv[1:3] == ("-m", "FlagEmbedding.finetune.embedder.encoder_only.base")
+    args = argv_pairs(step.argv)
+    assert args["--use_cpu"] == "True" and args["--output_dir"] == str(tmp_path / "out" / "lazyllm_merge")
+    assert args["--train_data"] == str(data) and args["--report_to"] == "none"
+    assert "--fp16" not in args and "--negatives_cross_device" not in args and "--deepspeed" not in args
+    assert any("fp16 left off" in n for n in plan.notes)
+    assert plan.result == tmp_path / "out" / "lazyllm_merge"
+    assert not (tmp_path / "out").exists()  # planning writes nothing
+
+
+def test_cpu_plan_with_two_processes_shares_negatives(embedder: Path, data: Path, tmp_path: Path) -> None:
+    fe_python()
+    trainer = FlagembeddingFinetune(embedder, tmp_path / "out", launcher=launchers.local(ngpus=0, nproc=2))
+    args = argv_pairs(trainer.plan(data).steps[0].argv)
+    assert args["--negatives_cross_device"] == "True" and args["--use_cpu"] == "True"
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"fp16": True}, "fp16=True needs a GPU"),
+    ({"negatives_cross_device": True}, "negatives_cross_device=True needs several processes"),
+    ({"deepspeed": "stage1"}, "deepspeed is not installed"),
+    ({"deepspeed": "/no/such/ds.json"}, "no such file"),
+])  # fmt: skip
+def test_impossible_requests_fail_before_start(embedder: Path, data: Path, tmp_path: Path, kw: dict,
+                                               message: str) -> None:  # fmt: skip
+    fe_python()
+    with pytest.raises(OptionsError, match=message):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **kw, **CPU1).start(data)
+    assert not (tmp_path / "out").exists()
+
+
+def test_deepspeed_none_and_rerank_plan(reranker: Path, data: Path, tmp_path: Path) -> None:
+    fe_python()
+    plan = FlagembeddingFinetune(reranker, tmp_path / "out", deepspeed="none", fp16=False, **CPU1).plan(data)
+    argv = plan.steps[0].argv
+    assert argv[2] == "FlagEmbedding.finetune.reranker.encoder_only.base"
+    args = argv_pairs(argv)
+    assert args["--query_max_len"] == "256" and args["--learning_rate"] == "6e-05" and args["--fp16"] == "False"
+    assert "--deepspeed" not in args and "--temperature" not in args
