@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# The submodules are loaded before the functions of the same names are defined: importing a submodule sets the
+# package attribute to the module, so a lazy `from .slurm import ...` inside `slurm()` replaced the function with the
+# module after its first call (`launchers.slurm(...)` then raised "'module' object is not callable").
+from . import remote as _remote_module  # noqa: F401
+from . import slurm as _slurm_module  # noqa: F401
 from .base import Launcher, Topology
 from .job import Job, JobFailed, JobState, Step, StepResult
 from .local import LocalJob, LocalLauncher
