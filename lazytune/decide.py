@@ -144,20 +144,35 @@ def _search(f: ModelFacts, r: Request, n: int, memory_gb: float) -> tuple[Setup 
     return None, "", rejected
 
 
-def smallest_fit(f: ModelFacts, r: Request) -> str:
-    """The smallest known hardware (fewest GB in total) on which this request fits, as words."""
-    options = sorted({(g.memory_gb, g.name) for g in KNOWN_GPUS}, key=lambda x: x[0])
+def _smallest(f: ModelFacts, r: Request, gpus: list[tuple[float, str]]) -> str | None:
+    """The fitting (count x GPU) with the fewest GB in total among `gpus` [(memory, name)], as words."""
+    fits = [(n * mem, n, mem, name) for mem, name in gpus for n in SEARCH_COUNTS
+            if r.batch_size % n == 0 and _search(f, r, n, mem)[0] is not None]  # fmt: skip
+    if not fits:
+        return None
+    _, n, mem, name = min(fits)
+    return f"{n} x {name}: {_search(f, r, n, mem)[0].describe()}"
+
+
+def smallest_fit(f: ModelFacts, r: Request, hw: Hardware | None = None) -> str:
+    """The smallest hardware on which this request fits: more of the same GPUs, or the fewest GB of known ones."""
+    known = sorted({(g.memory_gb, g.name) for g in KNOWN_GPUS})
     found = []
     for quantize in ([False, True] if r.allow_quantization and not r.method else [r.method == "qlora"]):
         req = replace(r, method=r.method or ("qlora" if quantize else None), allow_quantization=quantize,
                       micro_batch=None, grad_accum=None, checkpointing=None, zero=None)  # fmt: skip
-        fits = [(n * mem, n, name) for mem, name in options for n in SEARCH_COUNTS
-                if r.batch_size % n == 0 and _search(f, req, n, mem)[0] is not None]  # fmt: skip
-        if fits:
-            _, n, name = min(fits)
-            setup = _search(f, req, n, dict((g.name, g.memory_gb) for g in KNOWN_GPUS)[name])[0]
-            found.append(f"{n} x {name}: {setup.describe()}")
+        for gpus in ([(hw.memory_gb, hw.name)] if hw and hw.count else [], known):
+            words = _smallest(f, req, gpus) if gpus else None
+            if words and words not in found:
+                found.append(words)
     return "; or ".join(found) or "none of the known GPUs, up to 64 of them"
+
+
+def _not_needed(method: str, zero: int) -> str:
+    what = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}[method]
+    if zero:
+        return f"{what} with DeepSpeed ZeRO-{zero}: not needed (gathering sharded weights every layer costs time)"
+    return f"{what}: not needed (4-bit weights train slower and cost some quality)" if method == "qlora" else ""
 
 
 def choose_ngpus(hw: Hardware, r: Request) -> tuple[int, str]:
@@ -187,9 +202,12 @@ def decide(f: ModelFacts, hw: Hardware, r: Request) -> Decision:
         raise NothingFitsError(
             f"{f.name} ({human(f.params_total)} parameters) does not fit on {where} at ctx_len={r.ctx_len}:\n"
             + "\n".join(f"  - {x}" for x in rejected)
-            + f"\nThe smallest configuration that would fit: {smallest_fit(f, r)}."
+            + f"\nThe smallest configuration that would fit: {smallest_fit(f, r, hw)}."
         )
     usable = usable_gb(hw.memory_gb, setup.device)
+    later = _candidates(f, r, n, setup.device)
+    later = later[later.index((setup.method, setup.zero)) + 1:]
+    rejected += [x for x in (_not_needed(m, z) for m, z in later) if x]
     reasons = [why_n, _why_method(f, r, setup, rejected), why_fit]
     per_gpu = r.batch_size // max(1, n)
     if setup.micro_batch * setup.grad_accum * max(1, n) == r.batch_size:

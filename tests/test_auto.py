@@ -19,6 +19,7 @@ from lazytune.errors import ConfigError, UnknownOptionError
 from lazytune.gpu_table import Hardware
 from lazytune.memory import estimate
 from lazytune.sizing import facts_from_config
+from tests.test_slurm_cluster import slurm_cluster as _cluster
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 H100 = "{i}, GPU-1a2b3c4d-0000-0000-0000-00000000000{i}, NVIDIA H100 80GB HBM3, 81559, 4, 81555"
@@ -228,3 +229,44 @@ def test_cli_plan_auto_prints_the_explanation(tmp_path: Path, alpaca_file: Path,
     out = capsys.readouterr().out
     assert code == 0 and "backend=llamafactory" in out and "auto: choice   : LoRA r=8 on CPU" in out
     assert "per_device_train_batch_size: 8" in out and "cutoff_len: 256" in out and "learning_rate: 0.0002" in out
+
+
+def test_without_llamafactory_auto_falls_back_to_alpacalora(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setenv("LAZYTUNE_HOME", str(tmp_path / "home"))  # no managed environment installed there
+    monkeypatch.delenv("LAZYTUNE_LLAMAFACTORY_PYTHON", raising=False)
+    monkeypatch.setenv("LAZYTUNE_ALPACALORA_PYTHON", sys.executable)
+    if backend_installed("llamafactory"):
+        pytest.skip("llamafactory is importable by this interpreter")
+    trainer = finetune.auto(model_folder(tmp_path, "Llama-2-7b-hf"), tmp_path / "out", launcher=RecordedGpus(H100, 1))
+    assert trainer.backend == "alpacalora" and "LLaMA-Factory is not installed" in trainer.explain()
+    o = trainer.options
+    assert (o["batch_size"], o["cutoff_len"], o["lora_r"]) == (32, 1024, 8)
+    assert o["micro_batch_size"] == trainer.decision.setup.micro_batch and not trainer.decision.setup.checkpointing
+    assert trainer.decision.setup.method == "lora"  # alpacalora has no quantization and no checkpointing switch
+
+
+def test_vision_language_models_go_to_llamafactory(tmp_path: Path) -> None:
+    trainer = finetune.auto(model_folder(tmp_path, "Qwen2-VL-7B-Instruct"), tmp_path / "out",
+                            launcher=RecordedGpus(H100, 1), template="qwen2_vl")  # fmt: skip
+    assert trainer.backend == "llamafactory" and trainer.facts.kind == "vlm"
+    assert "vision tower counted approximately" in trainer.explain()
+
+
+slurm_cluster = _cluster  # the real test cluster's partition (tests/slurm/start.sh), or a skip with the reason
+
+
+@pytest.mark.slurm
+def test_slurm_partition_gres_gives_the_gpu_count(tmp_path: Path, slurm_cluster: str) -> None:
+    """The test cluster's nodes have untyped `gpu:2` gres: the count is read, the memory must be given."""
+    import launchers
+    from lazytune.gpu_table import parse_gres, slurm_gres
+
+    assert parse_gres(slurm_gres(slurm_cluster)) == (None, 2)
+    model = model_folder(tmp_path, "Qwen2.5-7B")
+    with pytest.raises(ConfigError, match="cannot tell the memory of GPU.*SLURM gres of partition.*pass gpu_type="):
+        finetune.auto(model, tmp_path / "a", launcher=launchers.slurm(partition=slurm_cluster, ngpus=2))
+    trainer = finetune.auto(model, tmp_path / "b", launcher=launchers.slurm(partition=slurm_cluster, ngpus=2),
+                            gpu_memory_gb=40)  # fmt: skip
+    assert trainer.decision.setup.ngpus == 2 and "2 x GPU with 40 GB each" in trainer.explain()
