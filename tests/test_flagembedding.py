@@ -251,3 +251,32 @@ def test_deepspeed_none_and_rerank_plan(reranker: Path, data: Path, tmp_path: Pa
     args = argv_pairs(argv)
     assert args["--query_max_len"] == "256" and args["--learning_rate"] == "6e-05" and args["--fp16"] == "False"
     assert "--deepspeed" not in args and "--temperature" not in args
+
+
+class OneGpu(launchers.Launcher):
+    """Plans as if one GPU were present (no GPU here: only the topology is faked; nothing is submitted)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def topology(self) -> launchers.Topology:
+        return launchers.Topology(1, 1, 1, self.name, 32.0)
+
+    def submit(self, steps, name):  # pragma: no cover - never called by these tests
+        raise AssertionError("nothing may start")
+
+
+def test_gpu_plan_keeps_lazyllm_precision_and_leaves_cpu_alone(embedder: Path, data: Path, tmp_path: Path) -> None:
+    fe_python()
+    plan = FlagembeddingFinetune(embedder, tmp_path / "out", launcher=OneGpu("NVIDIA H100 80GB HBM3")).plan(data)
+    args = argv_pairs(plan.steps[0].argv)
+    assert args["--fp16"] == "True" and "--use_cpu" not in args
+    assert "--deepspeed" not in args  # auto: deepspeed is not installed in the environment
+
+
+def test_bf16_on_a_gpu_without_it(embedder: Path, data: Path, tmp_path: Path) -> None:
+    fe_python()
+    trainer = FlagembeddingFinetune(embedder, tmp_path / "out", launcher=OneGpu("Tesla V100-SXM2-32GB"), bf16=True,
+                                    fp16=False)  # fmt: skip
+    with pytest.raises(OptionsError, match="Tesla V100-SXM2-32GB has no bf16 support"):
+        trainer.plan(data)

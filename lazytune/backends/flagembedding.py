@@ -30,9 +30,11 @@ from .flagembedding_args import (
     OPTION_SPECS,
     check_data,
     detect_kind,
+    flag_names,
     option_args,
     validate_kind_options,
 )
+from .llamafactory import BF16_GPUS  # one list of bf16-capable GPU names for every backend
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "tokenizer.model")
@@ -81,14 +83,17 @@ class FlagembeddingFinetune(Finetune):
         o = plan.options
         topo = plan.topology
         check_data(plan.data, o, topo.world_size)
+        self._adapt_to_hardware(plan)
         py = self.python()
-        versions = package_versions(py, self.version_packages)
+        versions = package_versions(py, self.version_packages)  # metadata only: a fraction of a second
         if not versions.get("flagembedding"):
             raise ConfigError(
                 f"FlagEmbedding is not installed for {py}: run `lazytune env install flagembedding`, "
                 "or set LAZYTUNE_FLAGEMBEDDING_PYTHON to a Python that has it"
             )
-        self._adapt_to_hardware(plan, versions)
+        dropped = [k for k, flag in flag_names(versions.get("transformers") or "").items() if flag is None]
+        for key in sorted(self.given & set(dropped)):
+            plan.notes.append(f"{key} is not an argument of transformers {versions['transformers']}: not passed")
         out = plan.result = plan.target.merge
         argv = [
             py, "-m", MODULES[self.model_kind],
@@ -108,7 +113,7 @@ class FlagembeddingFinetune(Finetune):
             Step("train", argv, log=plan.run_dir / "logs" / "train.log", cwd=plan.run_dir, distributed=True)
         )
 
-    def _adapt_to_hardware(self, plan: Plan, versions: dict[str, str | None]) -> None:
+    def _adapt_to_hardware(self, plan: Plan) -> None:
         """Drop defaults the hardware can't honour (with a note); asked-for impossibilities are errors."""
         o, topo, problems = plan.options, plan.topology, []
         if o.get("fp16") and topo.device == "cpu":
@@ -116,6 +121,8 @@ class FlagembeddingFinetune(Finetune):
                 problems.append("fp16=True needs a GPU and this run is on CPU; pass fp16=False (or bf16=True)")
             o["fp16"] = None
             plan.notes.append("fp16 left off: no GPU (LazyLLM's default fp16=True applies on GPUs only)")
+        if o.get("bf16") and topo.gpu_name and not BF16_GPUS.search(topo.gpu_name):
+            problems.append(f"bf16=True but {topo.gpu_name} has no bf16 support; pass fp16=True instead")
         if o.get("fp16") and o.get("bf16"):
             problems.append("fp16=True and bf16=True: choose one")
         if self.model_kind == "embed" and o.get("negatives_cross_device") and topo.world_size < 2:
@@ -124,9 +131,6 @@ class FlagembeddingFinetune(Finetune):
                                 "negatives across them); run with more than one process or pass False")  # fmt: skip
             o["negatives_cross_device"] = None
             plan.notes.append("negatives_cross_device left off: a single process has no other device")
-        major = (versions.get("transformers") or "0").split(".")[0]
-        if major.isdigit() and int(major) >= 5 and "overwrite_output_dir" in self.given:
-            plan.notes.append("overwrite_output_dir is not an argument of transformers >= 5: not passed")
         if problems:
             raise OptionsError(self.name, problems)
 
