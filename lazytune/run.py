@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from launchers import Job, JobState
 from launchers.job import secret_values
 
-from .errors import OutputMissingError
+from .errors import OutputMissingError, PlanWriteError
 
 if TYPE_CHECKING:
     from .backends.base import Finetune
@@ -63,8 +64,12 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     clean = redact_data(json.loads(json.dumps(data, default=str)), secret_values())
-    tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
+        raise
 
 
 def controller_sigterm() -> str | None:
@@ -100,7 +105,13 @@ class Run:
         }
         job = trainer.launcher.submit(plan.steps, name=f"lazytune-{plan.backend}-{plan.run_id}")
         run = cls(trainer, plan, job, time.time(), versions)
-        run.write_manifest()
+        try:
+            run.write_manifest()
+        except OSError as exc:  # a job that no manifest records must not go on running unseen
+            job.cancel()
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = "the disk is full" if full else exc.strerror or str(exc)
+            raise PlanWriteError(exc.errno or 0, f"cannot write {plan.target.manifest}: {reason}") from exc
         job.add_done_callback(run._finish)
         return run
 
