@@ -212,6 +212,18 @@ def test_disk_full_while_writing_the_plan(full_disk: Path, tiny_folder_model: Pa
     assert {p.pid for p in me.children(recursive=True)} == children, "no process may start after a failed write"
 
 
+def test_disk_full_when_the_manifest_is_written(full_disk: Path, tiny_folder_model: Path, alpaca_file: Path) -> None:
+    """Room for the plan's small files but not for the manifest: a clear error, and the started job is stopped."""
+    os.truncate(full_disk / "filler", (full_disk / "filler").stat().st_size - 4096)  # one free page
+    target = full_disk / "target"
+    me = psutil.Process()
+    children = {p.pid for p in me.children(recursive=True)}
+    with pytest.raises(PlanWriteError, match=r"cannot write .*(lazytune_run|dummy_config)\.json: the disk is full"):
+        finetune.dummy(tiny_folder_model, target, sleep=0.5, steps_per_epoch=100)(alpaca_file)
+    wait_for(lambda: {p.pid for p in me.children(recursive=True)} <= children, timeout=15, what="the job to stop")
+    assert not list(target.rglob(".*.tmp")), "no half-written temp file is left behind"
+
+
 def test_disk_full_fake_filesystem(monkeypatch: pytest.MonkeyPatch, tiny_folder_model: Path, alpaca_file: Path,
                                    tmp_path: Path) -> None:  # fmt: skip
     """The same check without mount rights: every write under the target fails with ENOSPC."""
