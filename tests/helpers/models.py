@@ -11,6 +11,7 @@ Or use the session-scoped fixtures by importing them into a test module:
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -73,3 +74,47 @@ def tiny_qwen2(tmp_root: Path, python: str | None = None) -> Path:
 def tiny_llama_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session-wide tiny Llama folder (built with the llamafactory env's Python, else another ML env's)."""
     return tiny_llama(tmp_path_factory.getbasetemp() / "models")
+
+
+def env_python(name: str) -> str:
+    """The interpreter of the backend environment `name`; skips the test when it is not installed (or overridden)."""
+    from lazytune import envs
+
+    if os.environ.get(envs.python_variable(name)) or envs.read_stamp(name) is not None:
+        return envs.python_for(name)
+    pytest.skip(f"backend environment {name!r} is not installed: run `lazytune env install {name}`")
+
+
+CHECK_MERGED = r"""
+import json, sys, torch
+from pathlib import Path
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+base, merged = Path(sys.argv[1]), Path(sys.argv[2])
+tok = AutoTokenizer.from_pretrained(merged)
+model = AutoModelForCausalLM.from_pretrained(merged)
+ids = tok("Repeat the number 3", return_tensors="pt").input_ids
+out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+a = {k: v for f in sorted(base.glob("*.safetensors")) for k, v in load_file(f).items()}
+b = {k: v for f in sorted(merged.glob("*.safetensors")) for k, v in load_file(f).items()}
+common = sorted(set(a) & set(b))
+diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in common)
+print("CHECK " + json.dumps({"generated": out.shape[1] - ids.shape[1], "max_weight_diff": diff,
+      "tensors": len(common), "bin_files": [p.name for p in merged.glob("*.bin")],
+      "dtype": str(next(model.parameters()).dtype)}))
+"""
+
+
+def check_merged(python: str, base: Path, merged: Path) -> dict:
+    """Load `merged` with transformers (in `python`), generate a few tokens, compare its weights with `base`.
+
+    Returns {"generated": n new tokens, "max_weight_diff": largest |merged - base|, "tensors": n compared,
+    "bin_files": legacy .bin files present, "dtype": ...}.
+    """
+    proc = subprocess.run([python, "-c", CHECK_MERGED, str(base), str(merged)], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("CHECK ")), None)
+    if proc.returncode != 0 or line is None:
+        output = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        raise AssertionError(f"loading {merged} failed ({proc.returncode}):\n{output}")
+    return json.loads(line[len("CHECK ") :])

@@ -1,0 +1,141 @@
+"""finetune.llamafactory for real: LLaMA-Factory trains a tiny local Qwen2 on CPU, then merges / copies it.
+
+Needs the llamafactory environment (`lazytune env install llamafactory`); each run takes 10-30 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import launchers
+from lazytune import JobFailed, finetune
+from tests.helpers import lf_data
+from tests.helpers.models import check_merged, env_python, tiny_model
+
+pytestmark = pytest.mark.slow
+
+FAST = dict(num_train_epochs=2, per_device_train_batch_size=4, gradient_accumulation_steps=1, logging_steps=1,
+            learning_rate=1e-3, cutoff_len=64)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lf_python() -> str:
+    return env_python("llamafactory")
+
+
+@pytest.fixture(scope="module")
+def model(lf_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 whose folder name gives the `qwen` template (its tokenizer has the ChatML tokens)."""
+    return tiny_model(tmp_path_factory.getbasetemp() / "models", "qwen2", lf_python, name="Qwen2.5-tiny")
+
+
+def quiet() -> launchers.LocalLauncher:
+    return launchers.local(stream=False)
+
+
+def manifest(target: Path) -> dict:
+    return json.loads((target / "lazytune_run.json").read_text())
+
+
+def test_keys_json_matches_installed_llamafactory(lf_python: str) -> None:
+    """A key renamed or removed upstream fails here, not in a user's run (regenerate with lf_keys.py --out)."""
+    from lazytune.backends.base import script
+    from lazytune.llamafactory_keys import config_dir
+
+    proc = subprocess.run([lf_python, script("lf_keys.py"), "--check", str(config_dir() / "keys.json")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_sft_lora_alpaca_adapter_and_merged_model(lf_python: str, model: Path, tmp_path: Path) -> None:
+    target = tmp_path / "sft lora"  # a space in the path on purpose
+    trainer = finetune.llamafactory(model, target, launcher=quiet(), lora_r=8, **FAST)
+    merged = trainer(lf_data.alpaca(tmp_path / "data" / "alpaca.json"))
+    assert merged == str(target / "lazyllm_merge")
+    lora = target / "lazyllm_lora"
+    assert (lora / "adapter_config.json").is_file() and (lora / "adapter_model.safetensors").is_file()
+    assert json.loads((lora / "adapter_config.json").read_text())["r"] == 8
+    assert (lora / "training_loss.png").is_file()  # plot_loss on
+    check = check_merged(lf_python, model, Path(merged))
+    assert check["generated"] > 0 and check["max_weight_diff"] > 1e-6 and check["bin_files"] == []
+    m = manifest(target)
+    assert m["state"] == "COMPLETED" and [s["exit_code"] for s in m["job"]["steps"]] == [0, 0]
+    assert m["versions"]["llamafactory"] == "0.9.5"
+    assert isinstance(m["metrics"]["final_loss"], float) and m["metrics"]["steps"] == 6
+
+
+def test_sharegpt_both_tag_styles_full_and_called_twice(model: Path, tmp_path: Path) -> None:
+    data = [lf_data.sharegpt(tmp_path / "a" / "train.json"), lf_data.openai_messages(tmp_path / "b" / "train.jsonl")]
+    target = tmp_path / "full"
+    trainer = finetune.llamafactory(model, target, launcher=quiet(), finetuning_type="full", overwrite=True,
+                                    **{**FAST, "num_train_epochs": 1, "learning_rate": 1e-4})  # fmt: skip
+    first = trainer(data)
+    runs = {p.name for p in (target / "lazytune_runs").iterdir()}
+    assert trainer(data) == first  # a second call of the same trainer works (a new run folder)
+    assert len({p.name for p in (target / "lazytune_runs").iterdir()} - runs) == 1
+    merged = Path(first)
+    assert (merged / "model.safetensors").is_file() and not list(merged.glob("checkpoint-*"))
+    train_log = (Path(manifest(target)["plan"]["run_dir"]) / "logs" / "train.log").read_text()
+    assert "a/train.json" in train_log and "b/train.jsonl" in train_log  # same stem, distinct dataset names
+    assert "Num examples = 24" in train_log
+    assert manifest(target)["metrics"]["steps"] == 6  # 24 examples, batch 4
+
+
+def test_pt_plain_text_freeze(model: Path, tmp_path: Path) -> None:
+    target = tmp_path / "pt"
+    trainer = finetune.llamafactory(model, target, launcher=quiet(), stage="pt", finetuning_type="freeze",
+                                    freeze_trainable_layers=1, **FAST)  # fmt: skip
+    merged = Path(trainer(lf_data.text(tmp_path / "corpus.text")))  # odd extension: linked as .txt for LF
+    assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
+    assert manifest(target)["metrics"]["final_loss"] is not None
+
+
+def test_dpo_lora_sharegpt_pairs(lf_python: str, model: Path, tmp_path: Path) -> None:
+    target = tmp_path / "dpo"
+    merged = finetune.llamafactory(model, target, launcher=quiet(), stage="dpo", **FAST)(
+        lf_data.sharegpt_pairs(tmp_path / "prefs.json"))
+    assert check_merged(lf_python, model, Path(merged))["max_weight_diff"] > 1e-6
+    assert manifest(target)["metrics"]["final_loss"] is not None
+
+
+@pytest.mark.parametrize(("stage", "make"), [("rm", lf_data.pairs), ("kto", lf_data.kto), ("orpo", lf_data.pairs)])
+def test_rm_kto_orpo_full(model: Path, tmp_path: Path, stage: str, make) -> None:
+    target = tmp_path / stage
+    trainer = finetune.llamafactory(model, target, launcher=quiet(), stage=stage, finetuning_type="full",
+                                    **{**FAST, "num_train_epochs": 1})  # fmt: skip
+    merged = Path(trainer(make(tmp_path / f"{stage}.json")))
+    assert (merged / "model.safetensors").is_file()
+    if stage == "rm":
+        assert (merged / "value_head.safetensors").is_file()
+    assert manifest(target)["state"] == "COMPLETED"
+
+
+def test_train_failure_raises_with_log_tail_and_skips_export(model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "Qwen2.5-broken"
+    broken.mkdir()
+    for f in model.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    target = tmp_path / "failed"
+    with pytest.raises(JobFailed, match="step 'train' FAILED") as info:
+        finetune.llamafactory(broken, target, launcher=quiet(), **FAST)(lf_data.alpaca(tmp_path / "a.json"))
+    assert info.value.log_tail.strip()
+    m = manifest(target)
+    assert m["state"] == "FAILED" and m["job"]["failed_step"] == "train"
+    assert m["job"]["steps"][1]["exit_code"] is None  # export never ran
+    assert not (target / "lazyllm_merge").exists()
+
+
+def test_two_processes_on_cpu_gloo(lf_python: str, model: Path, tmp_path: Path) -> None:
+    target = tmp_path / "ddp"
+    trainer = finetune.llamafactory(model, target, launcher=launchers.local(nproc=2, stream=False), **FAST)
+    plan = trainer.plan(lf_data.alpaca(tmp_path / "a.json"))
+    merged = trainer.start(plan=plan).wait()
+    log = (plan.run_dir / "logs" / "train.log").read_text()
+    assert "torch.distributed.run" in log.splitlines()[0] and "world size: 2" in log
+    assert check_merged(lf_python, model, Path(merged))["max_weight_diff"] > 1e-6
+    assert manifest(target)["metrics"]["steps"] == 4  # 12 examples / (2 processes x batch 4), 2 epochs
