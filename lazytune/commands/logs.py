@@ -27,9 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def follow(record: RunRecord, step: str | None, interval: float = 0.5) -> None:
-    """Print each log's new bytes as they come, until the run has finished and everything was printed."""
-    offsets: dict[str, int] = {}
+def follow(record: RunRecord, step: str | None, from_end: bool = False, interval: float = 0.5) -> None:
+    """Print each log's new bytes as they come, until the run has finished and everything was printed.
+
+    `from_end`: skip what the logs already hold (it was printed with --tail)."""
+    offsets = {name: path.stat().st_size for name, path in record.log_paths(step) if from_end and path.exists()}
     while True:
         done = record.reload().finished
         for name, path in record.log_paths(step):
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.follow:
         if args.tail is not None:
             sys.stdout.write(record.logs(args.step, args.tail))
-        follow(record, args.step)  # (with --tail the logs' start is skipped only in the first print)
+        follow(record, args.step, from_end=args.tail is not None)
     else:
         sys.stdout.write(record.logs(args.step, args.tail))
     return 0
