@@ -79,7 +79,7 @@ def test_unclear_or_wrong_model_kind(tmp_path: Path, name: str, archs: list[str]
 
 
 def test_bad_model_kind_value(embedder: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="model_kind must be 'embed' or 'rerank', got 'classifier'"):
+    with pytest.raises(OptionsError, match="'model_kind': must be one of 'embed', 'rerank', got 'classifier'"):
         FlagembeddingFinetune(embedder, tmp_path / "out", model_kind="classifier", **CPU1)
 
 
@@ -280,3 +280,11 @@ def test_bf16_on_a_gpu_without_it(embedder: Path, data: Path, tmp_path: Path) ->
                                     fp16=False)  # fmt: skip
     with pytest.raises(OptionsError, match="Tesla V100-SXM2-32GB has no bf16 support"):
         trainer.plan(data)
+
+
+def test_listing_shows_both_kinds_and_types_every_key() -> None:
+    spec = FlagembeddingFinetune.option_spec()
+    for key in ("temperature", "query_instruction_for_rerank", "model_kind", "lr"):
+        assert key in spec
+    assert "embed 1e-05, rerank 6e-05" in spec.options["learning_rate"].help
+    assert FlagembeddingFinetune.option_spec("rerank") is OPTION_SPECS["rerank"]

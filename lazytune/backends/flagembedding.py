@@ -24,6 +24,7 @@ from ..plan import FileSpec, Plan
 from ..run import package_versions
 from .base import Finetune
 from .flagembedding_args import (
+    BOTH_KINDS,
     DEEPSPEED_CONFIGS,
     DEEPSPEED_OFF,
     MODULES,
@@ -66,9 +67,9 @@ class FlagembeddingFinetune(Finetune):
     version_packages = ("flagembedding", "torch", "transformers", "deepspeed")
 
     @classmethod
-    def option_spec(cls, kind: str = "embed") -> OptionSpec:
-        """The whitelist for `kind` ('embed' or 'rerank'); the two lists differ (see flagembedding_args)."""
-        return OPTION_SPECS[kind]
+    def option_spec(cls, kind: str | None = None) -> OptionSpec:
+        """The whitelist of `kind` ('embed' or 'rerank': the lists differ); no kind: both, for listing and typing."""
+        return OPTION_SPECS[kind] if kind else BOTH_KINDS
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
         kw = dict(kw)
@@ -100,7 +101,6 @@ class FlagembeddingFinetune(Finetune):
             "--model_name_or_path", str(plan.base_model),
             "--train_data", *map(str, plan.data),
             "--output_dir", str(out),
-            "--cache_path", str(plan.run_dir / "data_cache"),  # the datasets cache of this run, not a shared one
             *option_args(o, self.model_kind, versions.get("transformers") or ""),
         ]  # fmt: skip
         deepspeed = self._deepspeed(plan, versions)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..data import detect_format, iter_records
-from ..errors import ConfigError, DataError, OptionsError, UnknownOptionError
+from ..errors import ConfigError, DataError, OptionsError, OptionTypeError, UnknownOptionError
 from ..options import Option, OptionSpec
 
 KINDS = ("embed", "rerank")
@@ -91,6 +92,23 @@ OPTION_SPECS = {
 }
 
 
+def _both_kinds() -> OptionSpec:
+    """Every option of either kind, for listing and command-line typing (validation uses the model's kind)."""
+    embed, rerank = OPTION_SPECS["embed"].options, OPTION_SPECS["rerank"].options
+    opts = [Option("model_kind", str, None, "embed or rerank (default: read from the model)", choices=KINDS)]
+    for name, opt in {**embed, **rerank}.items():
+        if name in embed and name in rerank and embed[name].default != rerank[name].default:
+            opt = replace(opt, default=None, help=f"{opt.help} (default: embed {embed[name].default!r}, "
+                                                  f"rerank {rerank[name].default!r})")  # fmt: skip
+        elif name not in rerank or name not in embed:
+            opt = replace(opt, help=f"{opt.help} ({'embed' if name in embed else 'rerank'} only)")
+        opts.append(opt)
+    return OptionSpec("flagembedding", opts)
+
+
+BOTH_KINDS = _both_kinds()
+
+
 def validate_kind_options(kind: str, kw: dict[str, Any], model: Path) -> dict[str, Any]:
     """Validated options of `kind` with defaults. Keys of the other kind (or close to one) get their own message."""
     spec, other = OPTION_SPECS[kind], OPTION_SPECS[other_kind(kind)]
@@ -155,7 +173,8 @@ def detect_kind(model: Path, model_kind: Any = None) -> str:
     if model_kind is not None:
         kind = KIND_ALIASES.get(str(model_kind).strip().lower()) if isinstance(model_kind, str) else None
         if kind is None:
-            raise ConfigError(f"model_kind must be 'embed' or 'rerank', got {model_kind!r}")
+            problem = f"'model_kind': must be one of 'embed', 'rerank', got {model_kind!r}"
+            raise OptionTypeError("flagembedding", [problem])
         return kind
     by_name = _name_kind(model.name)
     ask = "pass model_kind='embed' or model_kind='rerank'"
