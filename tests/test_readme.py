@@ -50,8 +50,7 @@ def readme_blocks(heading: str, languages: tuple[str, ...]) -> list[str]:
     return blocks
 
 
-@pytest.fixture
-def sandbox(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+def make_sandbox(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
     python = env_python("llamafactory")
     models = tmp_path_factory.getbasetemp() / "readme-models"
     model = tiny_model(models, "qwen2", python, name=MODEL_NAME)
@@ -71,8 +70,9 @@ def test_section_extraction() -> None:
     assert section_blocks(text, "Missing", ("bash",)) == []
 
 
-def test_quick_start_cli(sandbox: Path) -> None:
+def test_quick_start_cli(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     script = "\n".join(readme_blocks("Quick start (CLI)", ("bash", "sh", "shell")))
+    sandbox = make_sandbox(tmp_path_factory, tmp_path)
     shim = f'lazytune() {{ "{sys.executable}" -m lazytune.cli "$@"; }}\nset -euo pipefail\n'
     out = subprocess.run(["bash", "-c", shim + script], cwd=sandbox, env=run_env(sandbox), capture_output=True,
                          text=True, timeout=900)  # fmt: skip
@@ -81,8 +81,9 @@ def test_quick_start_cli(sandbox: Path) -> None:
     assert "COMPLETED" in out.stdout
 
 
-def test_quick_start_python(sandbox: Path) -> None:
+def test_quick_start_python(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     code = "\n".join(readme_blocks("Quick start (Python)", ("python",)))
+    sandbox = make_sandbox(tmp_path_factory, tmp_path)
     out = subprocess.run([sys.executable, "-c", code], cwd=sandbox, env=run_env(sandbox), capture_output=True,
                          text=True, timeout=900)  # fmt: skip
     assert out.returncode == 0, f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
