@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # A name component, so HF_TOKEN / WANDB_API_KEY / AWS_SECRET_ACCESS_KEY match but TOKENIZERS_PARALLELISM does not.
-SECRET_NAME = re.compile(r"(^|_)(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)(_|$)", re.IGNORECASE)
+# A credential word ending a name part: HF_TOKEN, OPENAI_API_KEY, PGPASSWORD, MY_APIKEY, but not TOKENIZERS_PARALLELISM.
+SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)S?(_|$)", re.IGNORECASE)
 LOG_TAIL_LINES = 40
 
 
