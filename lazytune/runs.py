@@ -100,9 +100,22 @@ class RunRecord:
     def state(self) -> str:
         """The manifest's state; LOST when it says running but its local controller is gone."""
         state = self.data.get("state", "?")
-        if state not in FINISHED and self.launcher_kind == "local" and self.controller_alive() is False:
-            return "LOST"
-        return state
+        if state in FINISHED or self.controller_alive() is not False:
+            return state
+        if self.launcher_kind == "slurm":  # nobody waits for the job any more: ask the scheduler
+            return self._slurm_state() or state
+        return "LOST"
+
+    def _slurm_state(self) -> str | None:
+        from launchers.slurm import map_state, parse_scontrol_job
+
+        job_id = str(self.data.get("job", {}).get("id") or "")
+        try:
+            proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        state = map_state(parse_scontrol_job(proc.stdout).get("JobState", "")) if proc.returncode == 0 else None
+        return state.value if state is not None else None
 
     @property
     def finished(self) -> bool:

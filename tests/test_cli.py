@@ -143,3 +143,23 @@ def test_existing_target_needs_overwrite(tmp_path: Path, tiny_folder_model: Path
     again = lazytune(*args)
     assert again.returncode == 2 and "overwrite" in again.stderr
     assert lazytune(*args, "--overwrite").returncode == 0
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    import argparse
+
+    from lazytune.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> list[str]:
+        missing = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for verb, sub in action.choices.items():
+                    missing += walk(sub, f"{name} {verb}")
+            elif not isinstance(action, argparse._HelpAction) and not (action.help or "").strip():
+                missing.append(f"{name}: {action.option_strings or action.dest}")
+        return missing
+
+    # lazytune/commands/env.py is helper-1's: its positional BACKEND arguments have no help text yet (reported).
+    known_gaps = {"lazytune env path: backend", "lazytune env check: backends", "lazytune env remove: backends"}
+    assert set(walk(build_parser(), "lazytune")) <= known_gaps

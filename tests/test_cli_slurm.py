@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,29 @@ def test_train_and_cancel_on_the_real_cluster(slurm_cluster: str, tmp_path: Path
     env = {"SLURM_CONF": os.environ.get("SLURM_CONF", "")} if os.environ.get("SLURM_CONF") else {}
     train_dummy(tmp_path, tiny_folder_model, slurm_cluster, env)
     train_and_cancel(tmp_path, tiny_folder_model, slurm_cluster, env)
+
+
+ASYNC = """
+import os, sys
+from lazytune import finetune, launchers
+run = finetune.dummy(sys.argv[1], sys.argv[2], launcher=launchers.slurm(partition="debug", sync=False), sleep=0.5,
+                     steps_per_epoch=200)()
+print(run.job.id, flush=True)
+os._exit(0)  # the controller goes away; the SLURM job runs on
+"""
+
+
+def test_jobs_and_cancel_of_a_slurm_run_whose_controller_is_gone(tmp_path: Path, tiny_folder_model: Path,
+                                                                   fake_env: dict[str, str]) -> None:
+    target = tmp_path / "async"
+    out = subprocess.run([sys.executable, "-c", ASYNC, str(tiny_folder_model), str(target)], capture_output=True,
+                         text=True, env={**os.environ, **fake_env}, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: started_steps(target), 60, "the SLURM job to train")
+    jobs = lazytune("jobs", "--root", tmp_path, env=fake_env)
+    assert "RUNNING" in jobs.stdout  # from scontrol: the controller is gone, the job is not
+    cancel = lazytune("cancel", target, env=fake_env)
+    assert cancel.returncode == 0 and f"SLURM job {out.stdout.strip()} cancelled" in cancel.stdout
+    assert manifest(target)["state"] == "CANCELLED"
+    jobs = lazytune("jobs", "--root", tmp_path, env=fake_env)
+    assert "CANCELLED" in jobs.stdout
