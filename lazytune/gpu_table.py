@@ -17,6 +17,8 @@ from launchers import gpus as gpu_info
 
 from .errors import ConfigError
 
+BUSY_FREE_FRACTION = 0.5  # a local GPU with less than half its memory free is taken as in use by someone else
+
 
 @dataclass(frozen=True)
 class GpuType:
@@ -123,6 +125,20 @@ def _ram_gb() -> float:
     return psutil.virtual_memory().total / 1024**3
 
 
+def _local_gpus() -> tuple[str | None, float | None, int, str]:
+    """This machine's GPUs that are mostly free (the local launcher picks the freest), sized by their free memory."""
+    found = gpu_info.available()
+    if not found:
+        return None, None, 0, "no GPU found by nvidia-smi"
+    free = [g for g in found if g.memory_free_mib >= BUSY_FREE_FRACTION * g.memory_total_mib]
+    source = "nvidia-smi, free memory"
+    if len(free) < len(found):
+        source += f"; {len(found) - len(free)} GPU(s) mostly in use left out"
+    if not free:
+        return found[0].name, None, 0, source
+    return free[0].name, min(g.memory_free_mib for g in free) / 1024, len(free), source
+
+
 def _from_topology(topo: Topology, launcher: Launcher | None) -> tuple[str | None, float | None, int, str]:
     count = topo.gpus_per_node * topo.nnodes
     if not count:
@@ -146,10 +162,8 @@ def hardware(launcher: Launcher | None, gpu_type: str | None = None, gpu_memory_
         memory, count, fixed = None, count or 0, False
         source = f"SLURM gres of partition {partition or '(default)'}"
     else:
-        found = gpu_info.available()
-        name = found[0].name if found else None
-        memory = min(g.memory_total_gb for g in found) if found else None
-        count, source, fixed = len(found), "nvidia-smi" if found else "no GPU found by nvidia-smi", False
+        name, memory, count, source = _local_gpus()
+        fixed = False
     if ngpus is not None:
         if not isinstance(ngpus, int) or isinstance(ngpus, bool) or ngpus < 0:
             raise ConfigError(f"ngpus must be a whole number >= 0, got {ngpus!r}")

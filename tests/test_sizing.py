@@ -37,9 +37,10 @@ NVIDIA_SMI = {
     "NVIDIA H800": ("H800", 79.6), "NVIDIA L40S": ("L40S", 45.0), "NVIDIA GeForce RTX 4090": ("RTX4090", 24.0),
     "Tesla V100-SXM2-32GB": ("V100-32G", 32.0), "Tesla V100-PCIE-16GB": ("V100-16G", 16.0),
 }  # fmt: skip
-TWO_4090 = """\
+THREE_4090 = """\
 0, GPU-9f1e0000-0000-0000-0000-000000000000, NVIDIA GeForce RTX 4090, 24564, 300, 24264
 1, GPU-9f1e0000-0000-0000-0000-000000000001, NVIDIA GeForce RTX 4090, 24564, 18000, 6564
+2, GPU-9f1e0000-0000-0000-0000-000000000002, NVIDIA GeForce RTX 4090, 24564, 1, 24563
 """
 
 
@@ -121,10 +122,11 @@ def test_parse_slurm_gres() -> None:
 
 
 def test_hardware_from_recorded_nvidia_smi_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpu_info, "query_nvidia_smi", lambda timeout=20: gpu_info.parse_nvidia_smi(TWO_4090))
+    monkeypatch.setattr(gpu_info, "query_nvidia_smi", lambda timeout=20: gpu_info.parse_nvidia_smi(THREE_4090))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    hw = hardware(None)
-    assert (hw.name, hw.count, hw.memory_gb, hw.device) == ("RTX4090", 2, 24.0, "cuda")
+    hw = hardware(None)  # GPU 1 is mostly in use: left out; the others are sized by their free memory
+    assert (hw.name, hw.count, hw.memory_gb, hw.device) == ("RTX4090", 2, 24264 / 1024, "cuda")
+    assert "1 GPU(s) mostly in use left out" in hw.describe()
     assert hardware(None, ngpus=1).count == 1
     hw = hardware(None, gpu_type="H100", ngpus=8)
     assert (hw.name, hw.memory_gb, hw.count) == ("H100-80G", 79.6, 8)
