@@ -163,3 +163,11 @@ def test_every_argument_of_every_command_has_help() -> None:
     # lazytune/commands/env.py is helper-1's: its positional BACKEND arguments have no help text yet (reported).
     known_gaps = {"lazytune env path: backend", "lazytune env check: backends", "lazytune env remove: backends"}
     assert set(walk(build_parser(), "lazytune")) <= known_gaps
+
+
+def test_malformed_data_is_exit_2_with_file_and_line(tmp_path: Path, tiny_folder_model: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": broken\n')
+    out = lazytune("plan", "alpacalora", "--base", tiny_folder_model, "--target", tmp_path / "t", "--data", bad)
+    assert out.returncode == 2
+    assert f"{bad}, line 2: invalid JSON" in out.stderr and "Traceback" not in out.stderr

@@ -80,7 +80,7 @@ def parse_options(trainer_cls: type[Finetune], pairs: list[str]) -> dict[str, An
         raise ConfigError(f"expected key=value, got {got} (paths go after --data, --base or --target)")
     for pair in pairs:
         key, raw = pair.split("=", 1)
-        key = key.strip().lstrip("-").replace("-", "_") if key.startswith("--") else key.strip()
+        key = key.strip()
         out[key] = parse_value(raw, option_type(trainer_cls, key))
     return out
 
