@@ -288,3 +288,35 @@ def test_listing_shows_both_kinds_and_types_every_key() -> None:
         assert key in spec
     assert "embed 1e-05, rerank 6e-05" in spec.options["learning_rate"].help
     assert FlagembeddingFinetune.option_spec("rerank") is OPTION_SPECS["rerank"]
+
+
+def test_deepspeed_choice(embedder: Path, data: Path, tmp_path: Path) -> None:
+    """Which config is passed, given what is installed (the version probe's answer is passed in directly)."""
+    fe_python()
+    gpu = FlagembeddingFinetune(embedder, tmp_path / "out", launcher=OneGpu("NVIDIA A100-SXM4-80GB"))
+    plan = gpu.plan(data)
+    with_ds, without_ds = {"deepspeed": "0.16.4"}, {"deepspeed": None}
+    assert gpu._deepspeed(plan, without_ds) is None  # auto: only with deepspeed installed
+    ours = gpu._deepspeed(plan, with_ds)
+    assert ours == str(plan.run_dir / "ds_stage0.json")
+    assert json.loads(plan.files[-1].content)["zero_optimization"]["stage"] == 0  # copied into the run folder
+    plan.options["deepspeed"] = "stage1"
+    assert gpu._deepspeed(plan, with_ds).endswith("ds_stage1.json")
+    mine = tmp_path / "my ds.json"
+    mine.write_text("{}")
+    plan.options["deepspeed"] = str(mine)
+    assert gpu._deepspeed(plan, with_ds) == str(mine)
+    plan.options["deepspeed"] = "none"
+    assert gpu._deepspeed(plan, with_ds) is None
+    cpu = FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1)
+    assert cpu._deepspeed(cpu.plan(data), with_ds) is None  # auto: never on CPU
+
+
+def test_validate_false_reads_only_the_head(embedder: Path, tmp_path: Path) -> None:
+    fe_python()
+    records = triples(30)
+    del records[25]["pos"]
+    path = write_triples(tmp_path / "big.jsonl", records=records)
+    with pytest.raises(DataError, match="line 26: missing field 'pos'"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(path)
+    assert FlagembeddingFinetune(embedder, tmp_path / "out", validate=False, **CPU1).plan(path).steps
