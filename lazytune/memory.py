@@ -113,7 +113,7 @@ def activation_bytes(f: ModelFacts, s: Setup) -> float:
     Decoder layer, per token, in bf16 bytes (SDPA/flash attention, no dropout): two RMSNorms with their fp32
     intermediates ~20h, attention input/q/k/v/RoPE/output ~12h + 6 kv, gated MLP gate/up/act/product 8 i.
     Encoder (BERT) layer: 34h + 5 a s (Korthikanti et al. 2022, attention scores and dropout kept).
-    LoRA dropout adds, per adapted Linear, a copy of its input and the dropout mask (3 bytes per input element).
+    LoRA dropout adds, per adapted Linear, a copy of its input and the dropout mask (1 byte per input element).
     """
     scale = s.compute_bytes / 2
     tokens = s.micro_batch * s.ctx_len * s.sequences_per_example
@@ -124,8 +124,7 @@ def activation_bytes(f: ModelFacts, s: Setup) -> float:
         mlp = f.intermediate * max(1, f.experts_per_token)
         per_layer = (32 * h + 6 * f.kv_heads * f.head_dim + 8 * mlp) * scale
         if s.method != "full" and s.lora_dropout:
-            experts = max(1, f.experts_per_token) / max(1, f.experts)  # a token reaches top-k of the experts
-            per_layer += sum(3 * i * n * (experts if n >= max(2, f.experts) else 1) for i, _, n in f.lora_linears)
+            per_layer += (2 * scale + 1) * f.lora_input_width  # the dropped copy + a 1-byte mask
     if s.checkpointing:
         return tokens * (f.layers * 2 * h * scale + per_layer)
     return tokens * f.layers * per_layer

@@ -60,6 +60,12 @@ class ModelFacts:
     def is_moe(self) -> bool:
         return self.experts > 1
 
+    @property
+    def lora_input_width(self) -> int:
+        """Summed input width of the Linears one token passes through per layer (MoE: only its top-k experts)."""
+        share = self.experts_per_token / self.experts if self.is_moe else 1
+        return int(sum(i * n * (share if self.is_moe and n >= self.experts else 1) for i, _, n in self.lora_linears))
+
     def lora_params(self, r: int) -> int:
         """Trainable parameters of a rank-`r` LoRA on every Linear of every layer (LLaMA-Factory's `all`)."""
         return self.layers * sum(r * (i + o) * n for i, o, n in self.lora_linears)
