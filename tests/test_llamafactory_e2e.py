@@ -139,3 +139,18 @@ def test_two_processes_on_cpu_gloo(lf_python: str, model: Path, tmp_path: Path) 
     assert "torch.distributed.run" in log.splitlines()[0] and "world size: 2" in log
     assert check_merged(lf_python, model, Path(merged))["max_weight_diff"] > 1e-6
     assert manifest(target)["metrics"]["steps"] == 4  # 12 examples / (2 processes x batch 4), 2 epochs
+
+
+def test_demo_main_command(lf_python: str, tmp_path: Path) -> None:
+    """The README's main job: `python -m lazytune.demo` trains + merges its embedded tiny model."""
+    import sys
+
+    out = tmp_path / "demo run"
+    proc = subprocess.run([sys.executable, "-m", "lazytune.demo", "--out", str(out)], capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"merged model : {out / 'target' / 'lazyllm_merge'}" in proc.stdout
+    loss = float(proc.stdout.split("final loss   : ")[1].split()[0])
+    first = json.loads((out / "target" / "lazyllm_lora" / "trainer_log.jsonl").read_text().splitlines()[0])["loss"]
+    assert loss < first  # it learned something
+    assert check_merged(lf_python, out / "model" / "Qwen2.5-tiny-demo", out / "target" / "lazyllm_merge")["generated"]
