@@ -58,6 +58,9 @@ SLURM_STATES: dict[str, JobState] = {
     "TIMEOUT": JobState.TIMEOUT, "NODE_FAIL": JobState.NODE_FAIL, "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY,
 }  # fmt: skip
 
+# What slurmstepd / the kernel write to the job's output when memory ran out.
+_OOM_MESSAGE = re.compile(r"Exceeded job memory limit|exceeded memory limit|oom-kill|Out Of Memory", re.IGNORECASE)
+
 # Placeholders for values only the batch shell knows; rendered as "${VAR}" (NUL cannot occur in a real argv).
 _NODE_ADDR_SED = r"""'s/.*NodeAddr=\([^ ]*\).*/\1/p'"""
 # Masks the values of the named variables in a step's output (names only ever appear in the script, never values).
@@ -433,9 +436,15 @@ class SlurmJob(Job):
             return  # a state this code does not know yet: keep the last one
         if state is JobState.COMPLETED and any(r.exit_code not in (None, 0) for r in self.results):
             state = JobState.FAILED  # cannot happen with our script, but never report success over a failed step
+        if state in (JobState.FAILED, JobState.CANCELLED) and self._killed_for_memory():
+            state = JobState.OUT_OF_MEMORY  # memory enforced without cgroups: SLURM says FAILED, its log says why
         if state.finished:
             self.failure_reason = self._describe_failure(state)
         self._set_state(state)
+
+    def _killed_for_memory(self) -> bool:
+        """Whether slurmstepd wrote that it killed the job for its memory (jobacct_gather's OverMemoryKill)."""
+        return bool(_OOM_MESSAGE.search(tail(self.output, 60)))
 
     def _settle_unknown(self, now: float) -> None:
         """The scheduler no longer knows the job (no accounting, past MinJobAge): decide from the status file."""

@@ -290,6 +290,18 @@ def test_fake_sacct_answers_for_a_forgotten_job(fake_cluster: Path, monkeypatch:
     assert again.summary()["slurm"]["exit_code"] == "4:0"
 
 
+def test_fake_memory_kill_reads_as_out_of_memory(fake_cluster: Path) -> None:
+    step = Step("hog", ["bash", "-c", "echo 'slurmstepd: error: Exceeded job memory limit' >&2; kill -9 $$"],
+                log=fake_cluster / "hog.log")  # fmt: skip
+    job = fast(sync=False).run([step], name="oom")
+    job.wait(raise_on_failure=False)
+    # the fake's slurmstepd stand-in: the message belongs in the batch output, where slurmstepd writes it
+    assert job.state in (JobState.FAILED, JobState.OUT_OF_MEMORY)
+    job.output.write_text("slurmstepd-n1: error: Exceeded job memory limit\n")
+    again = SlurmJob(job.name, job.steps, job.id, job.folder, {})
+    assert again.state is JobState.OUT_OF_MEMORY
+
+
 def test_fake_secret_masked_in_log(fake_cluster: Path) -> None:
     step = Step("s", ["bash", "-c", 'echo "token is $HF_TOKEN"'], log=fake_cluster / "s.log",
                 env={"HF_TOKEN": "hf_very_secret_1"})  # fmt: skip

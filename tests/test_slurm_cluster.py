@@ -254,6 +254,39 @@ def test_multi_node_torchrun_rendezvous(slurm_cluster: str, tmp_path: Path) -> N
     assert job.state is JobState.COMPLETED
 
 
+def test_out_of_memory(slurm_cluster: str, tmp_path: Path) -> None:
+    # The test cluster enforces each job's memory (jobacct_gather/linux + OverMemoryKill): 100 MB, then 400 MB used.
+    marker = tmp_path / "after"
+    steps = [Step("hog", py("import time; x = bytearray(400 * 2**20); time.sleep(30)"), log=tmp_path / "hog.log"),
+             Step("after", ["touch", str(marker)], log=tmp_path / "after.log")]  # fmt: skip
+    with pytest.raises(JobFailed) as info:
+        launcher(slurm_cluster, mem="100M").run(steps, name="lazytune-test-oom")
+    job = info.value.job
+    assert job.state is JobState.OUT_OF_MEMORY and info.value.step == "hog", (job.slurm_state, job.batch_output())
+    assert "memory" in job.batch_output().lower() and not marker.exists()
+
+
+def test_node_fail(slurm_cluster: str, tmp_path: Path) -> None:
+    """A node going down under a running job: NODE_FAIL (on the spare node only, so other jobs are untouched)."""
+    if "spare" not in subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True).stdout.split():
+        pytest.skip("the cluster has no `spare` partition (tests/slurm/start.sh with LAZYTUNE_SLURM_SPARE=1)")
+    marker = f"lazytune-nodefail-{uuid.uuid4().hex}"
+    step = Step("long", py("import time, sys; time.sleep(600)", marker), log=tmp_path / "long.log")
+    spare = SlurmLauncher(partition="spare", time="5", poll_seconds=0.2, sync=False, sbatch_args=["--no-requeue"])
+    job = spare.run([step], name="lazytune-test-nodefail")
+    try:
+        wait_for(lambda: job.state is JobState.RUNNING and procs_with(marker), 60, "the job to run")
+        subprocess.run(["scontrol", "update", "NodeName=ltspare", "State=DOWN", "Reason=lazytune-test"], check=True)
+        with pytest.raises(JobFailed):
+            job.wait(timeout=60)
+        assert job.state is JobState.NODE_FAIL and job.reason == "NodeDown" and job.failed_step == "long"
+        wait_for(lambda: not procs_with(marker), 30, "the job's processes to end")
+    finally:
+        state = subprocess.run(["sinfo", "-h", "-n", "ltspare", "-o", "%t"], capture_output=True, text=True).stdout
+        if "idle" not in state:
+            subprocess.run(["scontrol", "update", "NodeName=ltspare", "State=RESUME"], capture_output=True)
+
+
 def test_remote_resolves_to_slurm_when_present(slurm_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAZYTUNE_DEFAULT_LAUNCHER", "slurm")
     assert isinstance(remote(partition=slurm_cluster), SlurmLauncher)

@@ -11,8 +11,11 @@
 #   LAZYTUNE_SLURM_NODES   simulated compute nodes (one slurmd each)       [2]
 #   LAZYTUNE_SLURM_CPUS    CPUs declared per node (may exceed the real)    [4]
 #   LAZYTUNE_SLURM_GPUS    fake GPUs per node (symlinks to /dev/null)      [2]
+#   LAZYTUNE_SLURM_SPARE   1: one more node, ltspare, alone in partition `spare`, for tests that take a node
+#                          down (NODE_FAIL) without touching jobs in `debug`                         [1]
 #   LAZYTUNE_SLURM_PORT    slurmctld port; slurmd ports follow it          [6817]
 #   LAZYTUNE_SLURM_TIMEOUT seconds to wait for the nodes to become idle    [60]
+#   LAZYTUNE_SLURM_EXTRA_CONF  lines appended to slurm.conf (later lines win)  []
 #   LAZYTUNE_SLURM_NO_INSTALL=1  never call apt-get (fail if binaries are missing)
 #   LAZYTUNE_SLURM_LINK_ETC=0    do not point /etc/slurm/slurm.conf at the generated config
 # Debian's slurm-wlm 22.05 + munge are installed with apt-get when missing (needs root).
@@ -24,7 +27,12 @@ CPUS="${LAZYTUNE_SLURM_CPUS:-4}"
 GPUS="${LAZYTUNE_SLURM_GPUS:-2}"
 PORT="${LAZYTUNE_SLURM_PORT:-6817}"
 TIMEOUT="${LAZYTUNE_SLURM_TIMEOUT:-60}"
-MEM_PER_NODE=4000
+SPARE="${LAZYTUNE_SLURM_SPARE:-1}"
+ALL=$((NODES + SPARE))
+# Memory is declared, not reserved: it only has to be larger than what tests ask for. Jobs are held to what they
+# get (--mem, else DefMemPerCPU per CPU): jobacct_gather/linux samples RSS every second and OverMemoryKill ends a job
+# above it (no cgroups needed).
+MEM_PER_NODE=16000
 CLUSTER=lazytune
 
 log() { printf '[slurm-start] %s\n' "$*" >&2; }
@@ -56,7 +64,7 @@ alive() {
     [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]
 }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-node_name() { printf 'ltnode%d' "$1"; }
+node_name() { if [ "$1" -gt "$NODES" ]; then echo ltspare; else printf 'ltnode%d' "$1"; fi; }
 
 # ---------------------------------------------------------------- install
 install_packages() {
@@ -126,7 +134,9 @@ write_config() {
         echo "SlurmdDebug=info"
         echo "ProctrackType=proctrack/linuxproc"
         echo "TaskPlugin=task/none"
-        echo "JobAcctGatherType=jobacct_gather/none"
+        echo "JobAcctGatherType=jobacct_gather/linux"
+        echo "JobAcctGatherFrequency=1"
+        echo "JobAcctGatherParams=OverMemoryKill"
         echo "SelectType=select/cons_tres"
         echo "SelectTypeParameters=CR_Core_Memory"
         echo "SlurmdParameters=config_overrides"
@@ -140,10 +150,10 @@ write_config() {
         echo "InactiveLimit=0"
         echo "SlurmdTimeout=60"
         echo "SchedulerType=sched/backfill"
-        echo "DefMemPerCPU=500"
+        echo "DefMemPerCPU=2000"
         echo "GresTypes=gpu"
         local i n
-        for i in $(seq 1 "$NODES"); do
+        for i in $(seq 1 "$ALL"); do
             n="$(node_name "$i")"
             # Each simulated node has its own slurmd port on the same host.
             echo "NodeName=$n NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((PORT + 10 + i)) CPUs=$CPUS" \
@@ -151,11 +161,13 @@ write_config() {
         done
         # MaxTime bounds requests: a job asking for more stays PENDING (PartitionTimeLimit), used by the tests.
         echo "PartitionName=debug Nodes=ltnode[1-$NODES] Default=YES MaxTime=01:00:00 State=UP OverSubscribe=NO"
+        [ "$SPARE" = 1 ] && echo "PartitionName=spare Nodes=ltspare Default=NO MaxTime=00:10:00 State=UP"
+        [ -n "${LAZYTUNE_SLURM_EXTRA_CONF:-}" ] && printf '%s\n' "$LAZYTUNE_SLURM_EXTRA_CONF"
     } >"$conf"
     {
         echo "# fake GPUs: gres/gpu needs device files; symlinks to /dev/null named nvidiaN are accepted"
         echo "AutoDetect=off"
-        for i in $(seq 1 "$NODES"); do
+        for i in $(seq 1 "$ALL"); do
             n="$(node_name "$i")"
             mkdir -p "$STATE/dev/$n"
             for g in $(seq 0 $((GPUS - 1))); do
@@ -208,7 +220,7 @@ start_slurmctld() {
 
 start_slurmd() {
     local i n
-    for i in $(seq 1 "$NODES"); do
+    for i in $(seq 1 "$ALL"); do
         n="$(node_name "$i")"
         alive "$STATE/run/slurmd.$n.pid" && continue
         mkdir -p "$STATE/spool/slurmd.$n"
@@ -225,7 +237,7 @@ wait_idle() {
         states="$(timeout 10 sinfo -h -N -o '%N %t' 2>/dev/null | sort -u || true)"
         # Every node idle (or already busy with jobs: mix/alloc) is ready.
         if [ -n "$states" ] && [ "$(printf '%s\n' "$states" | grep -cvE ' (idle|mix|alloc)$' || true)" = 0 ] &&
-            [ "$(printf '%s\n' "$states" | wc -l)" -ge "$NODES" ]; then
+            [ "$(printf '%s\n' "$states" | wc -l)" -ge "$ALL" ]; then
             log "cluster ready in $((SECONDS - START))s:"
             printf '%s\n' "$states" | sed 's/^/[slurm-start]   /' >&2
             return 0
@@ -244,7 +256,7 @@ wait_idle() {
 already_up() {
     alive "$STATE/run/munged.pid" && alive "$STATE/run/slurmctld.pid" || return 1
     local i
-    for i in $(seq 1 "$NODES"); do alive "$STATE/run/slurmd.$(node_name "$i").pid" || return 1; done
+    for i in $(seq 1 "$ALL"); do alive "$STATE/run/slurmd.$(node_name "$i").pid" || return 1; done
     SLURM_CONF="$STATE/etc/slurm.conf" timeout 10 sinfo -h >/dev/null 2>&1
 }
 
@@ -259,7 +271,7 @@ else
         log "stopping leftovers of an earlier start"
         LAZYTUNE_SLURM_DIR="$STATE" bash "$(dirname "${BASH_SOURCE[0]}")/stop.sh" || true
     fi
-    for p in "$PORT" $(seq $((PORT + 11)) $((PORT + 10 + NODES))); do
+    for p in "$PORT" $(seq $((PORT + 11)) $((PORT + 10 + ALL))); do
         port_free "$p" || die "port $p on 127.0.0.1 is taken (another SLURM?); choose others with LAZYTUNE_SLURM_PORT"
     done
     write_config
