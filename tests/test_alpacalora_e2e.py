@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -116,22 +115,38 @@ def test_loss_covers_only_response_tokens(trained: dict, model: Path, alpaca_pyt
     assert stats["dropped_over_filter_nums"] == 6 and stats["train_samples"] == 6  # the 6 records with an input
 
 
-def test_resume_from_checkpoint(trained: dict, model: Path, tmp_path: Path) -> None:
-    target = tmp_path / "resumed"
-    shutil.copytree(trained["target"], target)
-    with pytest.raises(ConfigError, match="overwrite=True"):
-        finetune.alpacalora(model, target, resume_from_checkpoint=True, num_epochs=4, **FAST)
-    trainer = finetune.alpacalora(model, target, launcher=cpu(), overwrite=True, resume_from_checkpoint=True,
-                                  train_on_inputs=False, num_epochs=4, **FAST)  # fmt: skip
-    trainer(trained["data"])
+def test_killed_run_resumes_from_its_last_checkpoint(model: Path, tmp_path: Path) -> None:
+    data = write_alpaca(tmp_path / "alpaca.json")
+    target = tmp_path / "target"
     lora = target / "lazyllm_lora"
-    steps = [e["current_steps"] for e in read_trainer_log(lora / "trainer_log.jsonl") if "loss" in e]
-    assert steps == list(range(1, 13))  # 9 steps from the first run, then 10..12 continued from checkpoint-9
-    assert json.loads((lora / "train_result.json").read_text())["global_step"] == 12
+    every_step = {**FAST, "save_steps": 1}
+    launcher = launchers.local(ngpus=0, stream=False, sync=False)
+    run = finetune.alpacalora(model, target, launcher=launcher, num_epochs=100, **every_step)(data)  # 300 steps
+    deadline = time.time() + 300
+    while not list(lora.glob("checkpoint-*/trainer_state.json")):
+        assert run.job.state.value == "RUNNING" and time.time() < deadline, run.job.log_tail("train")
+        time.sleep(0.2)
+    run.cancel()
+    with pytest.raises(JobFailed):
+        run.wait()
+    assert json.loads((target / "lazytune_run.json").read_text())["state"] == "CANCELLED"
+    assert not (target / "lazyllm_merge").exists()
+    done = max(int(p.parent.name.split("-")[1]) for p in lora.glob("checkpoint-*/trainer_state.json"))
+
+    epochs = done // 3 + 2  # a few steps more than the killed run finished
+    with pytest.raises(ConfigError, match="overwrite=True"):
+        finetune.alpacalora(model, target, resume_from_checkpoint=True, num_epochs=epochs, **every_step)
+    trainer = finetune.alpacalora(model, target, launcher=cpu(), overwrite=True, resume_from_checkpoint=True,
+                                  num_epochs=epochs, **every_step)  # fmt: skip
+    trainer(data)
     manifest = json.loads((target / "lazytune_run.json").read_text())
-    log = Path(manifest["job"]["steps"][0]["log"]).read_text()
-    assert f"resuming from {lora / 'checkpoint-9'}" in log
-    assert (target / "lazyllm_merge" / "model.safetensors").is_file()
+    assert manifest["state"] == "COMPLETED"
+    assert f"resuming from {lora / f'checkpoint-{done}'}" in Path(manifest["job"]["steps"][0]["log"]).read_text()
+    assert json.loads((lora / "train_result.json").read_text())["global_step"] == 3 * epochs
+    steps = [e["current_steps"] for e in read_trainer_log(lora / "trainer_log.jsonl") if "loss" in e]
+    resumed = steps[-(3 * epochs - done):]
+    assert resumed == list(range(done + 1, 3 * epochs + 1))  # continued after the checkpoint, not from step 1
+    assert (lora / "adapter_model.safetensors").is_file() and (target / "lazyllm_merge" / "model.safetensors").is_file()
 
 
 def test_cutoff_len_leaving_no_response_fails_before_training(model: Path, tmp_path: Path) -> None:

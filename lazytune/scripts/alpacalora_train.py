@@ -216,7 +216,9 @@ def jsonl_logger(path: Path):
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    """The newest complete checkpoint (trainer_state.json is written last: a run killed mid-save leaves none)."""
+    found = [p for p in output_dir.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
@@ -230,7 +232,7 @@ def train(args: argparse.Namespace) -> None:
     out = Path(args.output_dir)
     resume = last_checkpoint(out) if args.resume_from_checkpoint else None
     if args.resume_from_checkpoint and resume is None:
-        raise TrainError(f"resume_from_checkpoint: no checkpoint-N folder in {out} to resume from")
+        raise TrainError(f"resume_from_checkpoint: no complete checkpoint-N folder in {out} to resume from")
     template = load_template(Path(args.prompt_template))
 
     import torch
