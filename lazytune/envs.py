@@ -274,12 +274,13 @@ def python_for(name: str) -> str:
     """The interpreter `name`'s steps run with: `LAZYTUNE_<NAME>_PYTHON`, else the installed env's, else this one.
 
     A pure lookup (no subprocess). An installed environment whose spec has changed since is still used: `env list`
-    marks it outdated and `env install` rebuilds it.
+    marks it outdated and `env install` rebuilds it. A name without a spec (e.g. "dummy") has no managed environment:
+    only its variable or this interpreter.
     """
     override = os.environ.get(python_variable(name))
     if override:
         return override
-    if read_stamp(name) is not None:
+    if name in BACKENDS and read_stamp(name) is not None:
         python = env_python(env_dir(name))
         if python.exists():
             return str(python)

@@ -87,7 +87,13 @@ def test_unknown_name_suggests(home: Path) -> None:
     with pytest.raises(envs.UnknownEnvError, match="Did you mean llamafactory"):
         envs.env_dir("llamafactroy")
     with pytest.raises(ValueError, match="Known: llamafactory"):
-        envs.python_for("nope")
+        envs.install("nope")
+
+
+def test_python_for_a_name_without_spec(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert envs.python_for("dummy") == sys.executable
+    monkeypatch.setenv("LAZYTUNE_DUMMY_PYTHON", "/x/python")
+    assert envs.python_for("dummy") == "/x/python"
 
 
 def test_python_for_precedence(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -370,3 +376,20 @@ def test_installed_env_imports(name: str, monkeypatch: pytest.MonkeyPatch) -> No
         if dist in pins:
             assert version.split("+")[0] == pins[dist], (dist, version)
     assert result["versions"]["torch"].startswith(envs.TORCH_VERSION)
+
+
+@pytest.mark.slow
+def test_fresh_install_of_the_collie_env(home: Path) -> None:
+    """`lazytune env install collie` from nothing (a throw-away LAZYTUNE_HOME), then `import collie` in it."""
+    lines: list[str] = []
+    path = envs.install("collie", cuda=False, log=lines.append)
+    try:
+        assert envs.status("collie")["state"] == "installed"
+        result = envs.check("collie")
+        assert result["ok"], json.dumps(result, indent=2)
+        assert result["python"] == str(envs.env_python(path))
+        assert result["versions"]["collie-lm"] == "1.0.7" and result["versions"]["transformers"] == "4.40.2"
+        assert result["versions"]["peft"] == "0.10.0"
+        assert result["versions"]["torch"].startswith(envs.TORCH_VERSION)
+    finally:
+        envs.remove("collie")
