@@ -196,18 +196,6 @@ def test_remote_resolves_configured_launcher(monkeypatch: pytest.MonkeyPatch, ca
     assert isinstance(remote_mod.remote(partition="debug"), SlurmLauncher)
 
 
-@pytest.mark.xfail(
-    reason="launchers/__init__.py: importing the submodule launchers.slurm / launchers.remote replaces "
-    "the factory functions of the same name; __init__ must import those modules before defining them"
-)
-def test_factories_stay_callable_after_their_modules_are_imported() -> None:
-    importlib.import_module("launchers.slurm")
-    importlib.import_module("launchers.remote")
-    assert callable(launchers.slurm) and callable(launchers.remote)
-    assert isinstance(launchers.slurm(partition="x"), SlurmLauncher)
-    assert isinstance(launchers.slurm(partition="x"), SlurmLauncher)
-
-
 # ------------------------------------------------------------------------------------------------ jobs on the fake
 @pytest.fixture
 def fake_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
