@@ -227,7 +227,7 @@ def render_batch_script(
         'lazytune_mark() { printf \'%s\\t%s\\t%s\\t%s\\n\' "$1" "$2" "$3" "$(date +%s.%N)" >>"$LAZYTUNE_STATUS"; }',
         "export SLURM_EXPORT_ENV=ALL  # srun steps inside this job see the variables set below",
         *(_REDACT_FUNCTION.splitlines() if secret_names else []),
-        'export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"',
+        'export MASTER_PORT="${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}"',
     ]
     if res.nnodes > 1:
         lines += [

@@ -15,7 +15,7 @@ lazytune_redact() {  # usage: cmd | lazytune_redact 'NAME1 NAME2'
         $0 = out s }
       print; fflush() }'
 }
-export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
+export MASTER_PORT="${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}"
 export MASTER_ADDR=127.0.0.1
 export LAZYTUNE_X='1 2'
 

@@ -15,7 +15,7 @@ lazytune_redact() {  # usage: cmd | lazytune_redact 'NAME1 NAME2'
         $0 = out s }
       print; fflush() }'
 }
-export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
+export MASTER_PORT="${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}"
 # rendezvous on the first node of the allocation
 LAZYTUNE_FIRST_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"
 MASTER_ADDR="$(scontrol show node -o "$LAZYTUNE_FIRST_NODE" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')"
