@@ -76,7 +76,7 @@ class FlagembeddingFinetune(Finetune):
         self.model_kind = detect_kind(self.base_model, kw.pop("model_kind", None))
         spec = self.option_spec(self.model_kind)
         options = validate_kind_options(self.model_kind, kw, self.base_model)
-        self.given = {spec.canonical(k) for k in kw}  # what the user asked for, as opposed to our defaults
+        self._given = {spec.canonical(k) for k in kw}  # what the user asked for, as opposed to our defaults
         return {"model_kind": self.model_kind, **options}
 
     # -- plan ------------------------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ class FlagembeddingFinetune(Finetune):
                 "or set LAZYTUNE_FLAGEMBEDDING_PYTHON to a Python that has it"
             )
         dropped = [k for k, flag in flag_names(versions.get("transformers") or "").items() if flag is None]
-        for key in sorted(self.given & set(dropped)):
+        for key in sorted(self._given & set(dropped)):
             plan.notes.append(f"{key} is not an argument of transformers {versions['transformers']}: not passed")
         out = plan.result = plan.target.merge
         argv = [
@@ -117,7 +117,7 @@ class FlagembeddingFinetune(Finetune):
         """Drop defaults the hardware can't honour (with a note); asked-for impossibilities are errors."""
         o, topo, problems = plan.options, plan.topology, []
         if o.get("fp16") and topo.device == "cpu":
-            if "fp16" in self.given:
+            if "fp16" in self._given:
                 problems.append("fp16=True needs a GPU and this run is on CPU; pass fp16=False (or bf16=True)")
             o["fp16"] = None
             plan.notes.append("fp16 left off: no GPU (LazyLLM's default fp16=True applies on GPUs only)")
@@ -126,7 +126,7 @@ class FlagembeddingFinetune(Finetune):
         if o.get("fp16") and o.get("bf16"):
             problems.append("fp16=True and bf16=True: choose one")
         if self.model_kind == "embed" and o.get("negatives_cross_device") and topo.world_size < 2:
-            if "negatives_cross_device" in self.given:
+            if "negatives_cross_device" in self._given:
                 problems.append("negatives_cross_device=True needs several processes (FlagEmbedding gathers "
                                 "negatives across them); run with more than one process or pass False")  # fmt: skip
             o["negatives_cross_device"] = None
@@ -191,7 +191,8 @@ class FlagembeddingFinetune(Finetune):
         steps = [e for e in entries if "loss" in e]
         summary = next((e for e in reversed(entries) if "train_runtime" in e), {})
         return {
-            "logged_steps": len(steps),
+            "logged_steps": len(steps),  # optimizer steps / logging_steps
+            "first_loss": _number(steps[0]["loss"]) if steps else None,
             "final_loss": _number(steps[-1]["loss"]) if steps else None,
             "train_loss": _number(summary.get("train_loss")),
             "train_runtime": _number(summary.get("train_runtime")),
