@@ -1,0 +1,1 @@
+"""lazytune benchmarks: `python -m benchmarks.run` (see benchmarks/run.py)."""
