@@ -11,8 +11,8 @@ JSON array or JSON lines. Only the response is trained on (the prompt's labels a
 format). Rank 0 writes a LLaMA-Factory style `trainer_log.jsonl` and the adapter (adapter_config.json +
 adapter_model.bin, via Trainer.save_peft) into `output_dir`.
 
-`--prepare-only` reads the config, data and tokenizer, builds the prompts and exits: it needs no GPU and does not
-import CoLLiE (a check of everything before the GPU part).
+`--prepare-only` reads the config, data and tokenizer, builds the prompts, CoLLiE's config, the LoRA config and
+the tokenized dataset, then exits: everything before the model, whose creation starts NCCL. It needs no GPU.
 """
 
 from __future__ import annotations
@@ -129,14 +129,32 @@ def main() -> int:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     examples = build_examples(records, cfg["prompt_template"], tokenizer.eos_token)
-    lengths = [len(tokenizer(e["input"] + e["output"]).input_ids) for e in examples[:200]]
+    # CoLLiE's objects up to (not including) the model, which starts torch.distributed (NCCL) and needs CUDA.
+    from collie import Callback, CollieConfig, CollieDatasetForTraining, CollieModelForCausalLM, Trainer, env
+    from peft import LoraConfig, TaskType
+
+    config = CollieConfig.from_pretrained(str(base), trust_remote_code=True)
+    for key, value in parallel.items():
+        setattr(config, key, value)
+    config.use_flash = False  # flash-attn is not part of the environment
+    config.peft_config = LoraConfig(task_type=TaskType.CAUSAL_LM, **cfg["lora"])
+    max_length = getattr(config.model_config, "max_position_embeddings", None) or -1
+    dataset = CollieDatasetForTraining(examples, tokenizer=tokenizer, max_length=max_length)
+    trained = [sum(1 for x in dataset[i]["labels"] if x != -100) for i in range(min(len(dataset), 200))]
+    if not any(trained):
+        return fail(
+            f"every label is masked in the first {len(trained)} examples: nothing would be learned "
+            f"(responses empty, or prompts longer than max_length={max_length})"
+        )
     print(
-        f"collie_train: {len(examples)} examples, longest of the first {len(lengths)}: {max(lengths)} tokens; "
-        f"dp={parallel['dp_size']} pp={parallel['pp_size']} tp={parallel['tp_size']}",
+        f"collie_train: {len(examples)} examples, longest of the first {len(trained)}: "
+        f"{max(len(dataset[i]['input_ids']) for i in range(len(trained)))} tokens; "
+        f"dp={parallel['dp_size']} pp={parallel['pp_size']} tp={parallel['tp_size']}, "
+        f"gradient accumulation {parallel['gradient_accumulation_steps']}, LoRA on {config.peft_config.target_modules}",
         flush=True,
     )
     if args.prepare_only:
-        print("collie_train: prepare-only: config, data and tokenizer are fine", flush=True)
+        print("collie_train: prepare-only: config, data, tokenizer and CoLLiE settings are fine", flush=True)
         return 0
 
     import torch
@@ -152,27 +170,13 @@ def main() -> int:
     world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
     if world != want:
         return fail(f"dp_size x pp_size x tp_size = {want} but this job has {world} process(es)")
-
-    from collie import Callback, CollieConfig, CollieDatasetForTraining, CollieModelForCausalLM, Trainer, env
-    from peft import LoraConfig, TaskType
-
-    config = CollieConfig.from_pretrained(str(base), trust_remote_code=True)
-    for key, value in parallel.items():
-        setattr(config, key, value)
-    config.use_flash = False  # flash-attn is not part of the environment
-    half = {"enabled": True}
     config.ds_config = {
-        ("bf16" if torch.cuda.is_bf16_supported() else "fp16"): half,
+        ("bf16" if torch.cuda.is_bf16_supported() else "fp16"): {"enabled": True},
         "train_micro_batch_size_per_gpu": parallel["train_micro_batch_size"],
         "gradient_accumulation_steps": parallel["gradient_accumulation_steps"],
         "zero_optimization": {"stage": 0},
         "steps_per_print": 2**31 - 1,
     }
-    lora = dict(cfg["lora"])
-    config.peft_config = LoraConfig(task_type=TaskType.CAUSAL_LM, **lora)
-
-    max_length = getattr(config.model_config, "max_position_embeddings", None) or -1
-    dataset = CollieDatasetForTraining(examples, tokenizer=tokenizer, max_length=max_length)
     model = CollieModelForCausalLM.from_pretrained(str(base), config=config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg["learning_rate"])
