@@ -165,8 +165,13 @@ class RunRecord:
             os.kill(pid, signal.SIGTERM)  # `lazytune train` cancels its job and writes the manifest itself
             if self._wait_finished(timeout):
                 return f"run {self.run_id} cancelled (controller pid {pid} stopped its job)"
-        killed = self._kill_steps(pid if alive else None)
-        self._wait_finished(timeout if alive else 0)
+        killed, deadline = 0, time.monotonic() + timeout
+        while True:  # a controller may start the next step meanwhile: stop each one until the job gives up
+            killed += self._kill_steps(pid if alive else None)
+            if self._wait_finished(0.3) or not alive or time.monotonic() > deadline:
+                break
+        if self.data.get("state") == "COMPLETED":
+            return f"run {self.run_id} completed before it could be cancelled"
         self.mark("CANCELLED", "cancelled by `lazytune cancel`")
         return f"run {self.run_id} cancelled ({killed} process tree(s) stopped)"
 
