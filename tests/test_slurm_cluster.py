@@ -367,6 +367,31 @@ def test_real_llamafactory_finetune_through_slurm(
     print(f"LLaMA-Factory fine-tune + merge through SLURM on {nnodes} node(s): {elapsed:.1f} s")
 
 
+@pytest.mark.slow
+def test_real_alpacalora_across_two_nodes(slurm_cluster: str, tmp_path: Path,
+                                          tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
+    """finetune.alpacalora's plan, unchanged, trains with DDP across 2 SLURM nodes and merges on the first."""
+    factory = _real_backend_or_skip("alpacalora")
+    from tests.helpers.alpaca import write_alpaca
+    from tests.helpers.models import ml_python, tiny_llama
+
+    model = tiny_llama(tmp_path_factory.getbasetemp() / "models", ml_python("alpacalora"))
+    data = write_alpaca(tmp_path / "alpaca.json")
+    target = tmp_path / "alpaca out"
+    t0 = time.monotonic()
+    trainer = factory(model, target, launcher=launcher(slurm_cluster, time="30", nnodes=2), num_epochs=1,
+                      batch_size=4, micro_batch_size=2, val_set_size=2, learning_rate=5e-3, warmup_steps=0,
+                      logging_steps=1)  # fmt: skip
+    result = Path(trainer(data))
+    elapsed = time.monotonic() - t0
+    assert result == target / "lazyllm_merge" and list(result.glob("*.safetensors"))
+    manifest = json.loads((target / "lazytune_run.json").read_text())
+    assert manifest["state"] == "COMPLETED"
+    train_log = (Path(manifest["plan"]["run_dir"]) / "logs" / "train.log").read_text()
+    assert "--nnodes=2" in train_log and "srun" in train_log, train_log[-3000:]
+    print(f"alpacalora fine-tune + merge through SLURM on 2 nodes: {elapsed:.1f} s")
+
+
 def test_timeout_state(timeout_job: SlurmJob) -> None:
     # Runs last in this module: by now the 1-minute job submitted first has (nearly) hit its limit.
     with pytest.raises(JobFailed) as info:
