@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,6 +116,7 @@ class Progress:
         self.total: int | None = None
         self.loss: float | None = None
         self._last_line_pct = -1
+        self._t0 = time.monotonic()
         self._bar: Any = None
 
     def update(self) -> None:
@@ -144,7 +146,12 @@ class Progress:
             if pct > self._last_line_pct:
                 self._last_line_pct = pct
                 loss = f" loss={self.loss:.4g}" if self.loss is not None else ""
-                print(f"lazytune: {self.desc} step {self.step}/{self.total} ({pct}%){loss}", file=self.file, flush=True)
+                eta = ""
+                if 0 < self.step < self.total:
+                    left = (time.monotonic() - self._t0) / self.step * (self.total - self.step)
+                    eta = f" eta {int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}"
+                print(f"lazytune: {self.desc} step {self.step}/{self.total} ({pct}%){loss}{eta}", file=self.file,
+                      flush=True)  # fmt: skip
 
     def close(self) -> None:
         self.update()
