@@ -93,6 +93,16 @@ def test_train_merge_generate(trained: dict, model: Path, alpaca_python: str) ->
     print(f"alpacalora 1 process: train+merge {trained['seconds']:.1f} s; generated {seen['generated']}")
 
 
+def test_same_result_as_running_the_trainer_by_hand(trained: dict, tmp_path: Path) -> None:
+    """The plan's train argv, run by hand into another folder, writes the very same adapter (seeded)."""
+    manifest = json.loads((trained["target"] / "lazytune_run.json").read_text())
+    argv = manifest["plan"]["steps"][0]["argv"]
+    argv[argv.index("--output-dir") + 1] = str(tmp_path / "by-hand")
+    subprocess.run(argv, check=True, capture_output=True, timeout=600)
+    ours = (trained["target"] / "lazyllm_lora" / "adapter_model.safetensors").read_bytes()
+    assert (tmp_path / "by-hand" / "adapter_model.safetensors").read_bytes() == ours
+
+
 def test_loss_covers_only_response_tokens(trained: dict, model: Path, alpaca_python: str) -> None:
     stats = json.loads((trained["target"] / "lazyllm_lora" / "train_data_stats.json").read_text())
     assert stats["train_on_inputs"] is False

@@ -236,9 +236,9 @@ def train(args: argparse.Namespace) -> None:
     template = load_template(Path(args.prompt_template))
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    import transformers as tf
 
-    tokenizer = AutoTokenizer.from_pretrained(args.base_model)
+    tokenizer = tf.AutoTokenizer.from_pretrained(args.base_model)
     if tokenizer.eos_token_id is None:
         raise TrainError(f"the tokenizer of {args.base_model} has no eos token: responses could never end")
     if tokenizer.pad_token_id is None:
@@ -262,7 +262,8 @@ def train(args: argparse.Namespace) -> None:
     bf16 = cuda and torch.cuda.is_bf16_supported()
     fp16 = cuda and not bf16
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype)
+    tf.set_seed(args.seed)  # the LoRA weights are initialised before the Trainer would seed anything
+    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype)
     model.config.use_cache = False
 
     from peft import LoraConfig, get_peft_model
@@ -283,7 +284,7 @@ def train(args: argparse.Namespace) -> None:
     if rank() == 0:
         model.print_trainable_parameters()
 
-    training_args = TrainingArguments(
+    training_args = tf.TrainingArguments(
         output_dir=str(out), run_name=args.run_name, seed=args.seed,
         per_device_train_batch_size=args.micro_batch_size, per_device_eval_batch_size=args.micro_batch_size,
         gradient_accumulation_steps=grad_accum, num_train_epochs=args.num_epochs, learning_rate=args.learning_rate,
@@ -299,8 +300,8 @@ def train(args: argparse.Namespace) -> None:
         f"device {training_args.device}" + (f", resuming from {resume}" if resume else ""))
     if training_args.world_size != world:
         raise TrainError(f"torch.distributed sees {training_args.world_size} processes, WORLD_SIZE says {world}")
-    collator = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True)
-    trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=val_set or None,
+    collator = tf.DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True)
+    trainer = tf.Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=val_set or None,
                       data_collator=collator, callbacks=[jsonl_logger(out / "trainer_log.jsonl")])  # fmt: skip
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(out))  # rank 0 only (args.should_save): the adapter, not the base weights
