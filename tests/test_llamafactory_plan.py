@@ -339,3 +339,19 @@ def test_big_files_are_checked_from_the_head_only_unless_asked(tmp_path: Path) -
     plan_of(tmp_path, data, validate_data=False)  # head only: fine
     with pytest.raises(DataError, match="line 101"):
         plan_of(tmp_path, data)  # small file: every record is read
+
+
+def test_url_data_is_fetched_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    monkeypatch.setenv("LAZYTUNE_HOME", str(tmp_path / "home"))
+    fs = fsspec.filesystem("memory")
+    with fs.open("/lazytune-test/remote chat.jsonl", "w") as f:
+        f.write(lf_data.openai_messages(tmp_path / "local.jsonl").read_text())
+    try:
+        plan = plan_of(tmp_path, ["memory://lazytune-test/remote chat.jsonl", lf_data.alpaca(tmp_path / "a.json")])
+    finally:
+        fs.rm("/lazytune-test", recursive=True)
+    info = json.loads(file_of(plan, "dataset_info.json"))
+    cached = Path(info["remote_chat"]["file_name"])
+    assert cached.is_file() and str(tmp_path / "home") in str(cached)
+    assert info["remote_chat"]["formatting"] == "sharegpt" and set(info) == {"remote_chat", "a"}
