@@ -93,7 +93,10 @@ class AlpacaloraFinetune(Finetune):
         o = super().validate_options(kw)
         problems = []
         if o.get("lora_target_modules") is None:
-            o["lora_target_modules"] = default_lora_targets(self.base_model)
+            try:
+                o["lora_target_modules"] = default_lora_targets(self.base_model)
+            except ConfigError as exc:
+                problems.append(str(exc))
         elif not o["lora_target_modules"]:
             problems.append("lora_target_modules is empty")
         if o["micro_batch_size"] > o["batch_size"]:

@@ -52,7 +52,7 @@ def default_lora_targets(model: Path) -> list[str]:
     if kind in LORA_TARGETS:
         return list(LORA_TARGETS[kind])
     raise ConfigError(
-        f"finetune.alpacalora: no default lora_target_modules for model_type {kind!r} ({model / 'config.json'}); "
+        f"no default lora_target_modules for model_type {kind!r} ({model / 'config.json'}); "
         "pass lora_target_modules=[...] (names of the model's linear layers, e.g. 'q_proj,v_proj') or 'all-linear'"
     )
 
@@ -66,7 +66,7 @@ def find_template(name: str) -> Path:
     if path.suffix == ".json" and path.is_file():
         return path.resolve()
     raise ConfigError(
-        f"finetune.alpacalora: unknown prompt_template_name {name!r}: use one of {', '.join(shipped)} "
+        f"unknown prompt_template_name {name!r}: use one of {', '.join(shipped)} "
         "or the path of a JSON file with 'prompt_input' and 'prompt_no_input'"
     )
 
