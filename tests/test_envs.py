@@ -2,7 +2,7 @@
 
 Unit tests use a throw-away LAZYTUNE_HOME. `test_fresh_install_*` builds a real venv from a wheel made here (no
 network). The `slow` tests import each backend in its real managed environment under the default home; they skip
-an environment that is not installed unless LAZYTUNE_REQUIRE_ENVS=1 (CI installs the envs first and sets it).
+an environment that is not installed unless LAZYTUNE_REQUIRE_ENVS names it ("1": all; CI installs envs first).
 """
 
 from __future__ import annotations
@@ -358,13 +358,28 @@ def test_gpu_detection_uses_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monke
 # --- the real environments -----------------------------------------------------------------------------------------
 
 
+def required(name: str) -> bool:
+    """Whether LAZYTUNE_REQUIRE_ENVS ("1": all, else names separated by spaces or commas) makes `name` a must."""
+    value = os.environ.get("LAZYTUNE_REQUIRE_ENVS", "").strip()
+    return value == "1" or name in value.replace(",", " ").split()
+
+
+def test_required_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAZYTUNE_REQUIRE_ENVS", "llamafactory alpacalora,collie")
+    assert required("collie") and required("alpacalora") and not required("llamafactory-ppo")
+    monkeypatch.setenv("LAZYTUNE_REQUIRE_ENVS", "1")
+    assert required("llamafactory-ppo")
+    monkeypatch.delenv("LAZYTUNE_REQUIRE_ENVS")
+    assert not required("collie")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(envs.BACKENDS))
 def test_installed_env_imports(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(envs.python_variable(name), raising=False)
     state = envs.status(name)["state"]
     if state == "missing":
-        if os.environ.get("LAZYTUNE_REQUIRE_ENVS") == "1":
+        if required(name):
             pytest.fail(f"environment {name} is not installed (run `lazytune env install {name}`)")
         pytest.skip(f"environment {name} not installed (`lazytune env install {name}`)")
     result = envs.check(name)
