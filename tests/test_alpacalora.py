@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from launchers import Step
 from lazytune import finetune, launchers
 from lazytune.backends.alpacalora_checks import TEMPLATES, load_template, min_prompt_tokens
+from lazytune.backends.base import script
 from lazytune.errors import ConfigError, DataError, OptionsError, UnknownOptionError
 from tests.helpers.alpaca import alpaca_records, write_alpaca
 
@@ -209,3 +212,34 @@ def test_local_launcher_honours_a_pinned_master_port(tmp_path: Path) -> None:
     job.wait(timeout=60, raise_on_failure=False)
     first = (tmp_path / "s.log").read_text().splitlines()[0]
     assert "torch.distributed.run" in first and "--master_port=19123" in first
+
+
+def run_merge_script(*args: str) -> subprocess.CompletedProcess:
+    """merge_lora.py's checks run before torch is imported: this interpreter is enough to reach them."""
+    return subprocess.run([sys.executable, script("merge_lora.py"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_merge_script_refuses_bad_folders(tiny_folder_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    proc = run_merge_script("--base", str(tiny_folder_model), "--adapter", str(tmp_path), "--output", str(out))
+    assert proc.returncode == 2 and "has no adapter_config.json" in proc.stderr
+    proc = run_merge_script("--base", str(tmp_path), "--adapter", str(tmp_path), "--output", str(out))
+    assert proc.returncode == 2 and "has no config.json" in proc.stderr
+    (tmp_path / "adapter_config.json").write_text("{}")
+    proc = run_merge_script("--base", str(tiny_folder_model), "--adapter", str(tmp_path), "--output", str(tmp_path))
+    assert proc.returncode == 2 and "must differ" in proc.stderr
+    assert not out.exists()
+
+
+def test_merge_script_copies_globs_and_never_overwrites_merged_files(tiny_folder_model: Path, tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("merge_lora", script("merge_lora.py"))
+    merge_lora = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_lora)
+    (tiny_folder_model / "tokenizer.model").write_text("spm")
+    (tiny_folder_model / "tokenizer_dir").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text('{"merged": true}')
+    copied = merge_lora.copy_matching(tiny_folder_model, ["tokeniz*", "*.json"], out)
+    assert sorted(copied) == ["tokenizer.json", "tokenizer.model", "tokenizer_config.json"]  # no folder, no config
+    assert json.loads((out / "config.json").read_text()) == {"merged": True}
