@@ -246,6 +246,8 @@ def test_unknown_model_family_says_how_to_pass_template(tmp_path: Path) -> None:
     (model / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(ConfigError, match="cannot tell the chat template.*pass template="):
         plan_of(tmp_path, lf_data.alpaca(tmp_path / "a.json"), model=model)
+    pt = plan_of(tmp_path, lf_data.text(tmp_path / "c.txt"), model=model, stage="pt")  # raw text needs no template
+    assert yaml.safe_load(file_of(pt, "train.yaml"))["template"] == "empty"
     with pytest.raises(ConfigError, match="no chat template for Baichuan.*template="):
         template_for(model_folder(tmp_path, "Baichuan2-7B-Chat"))
     assert template_for(model_folder(tmp_path, "checkpoint-7"), None) == "qwen"  # config.json model_type qwen2

@@ -138,7 +138,13 @@ class LlamafactoryFinetune(Finetune):
         stage = o["stage"]
         if stage == "orpo":  # LF runs ORPO as the dpo stage with the orpo loss
             o["stage"], o["pref_loss"] = "dpo", "orpo"
-        o["template"] = template_for(plan.base_model, o.get("template"))
+        try:
+            o["template"] = template_for(plan.base_model, o.get("template"))
+        except ConfigError:
+            if stage != "pt" or o.get("template"):
+                raise
+            o["template"] = "empty"  # pretraining on raw text uses no chat format
+            plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
         self._precision(o, plan)
         entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
         plan.files += files
