@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -63,8 +64,13 @@ def pipeline(folder: str = NASTY) -> list[Step]:
 
 
 def bash_syntax_ok(script: str) -> None:
+    """`bash -n` accepts the script; shellcheck (where installed) finds no warning in it."""
     proc = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert proc.returncode == 0, proc.stderr
+    if shutil.which("shellcheck"):
+        proc = subprocess.run(["shellcheck", "-S", "warning", "-s", "bash", "-"], input=script, text=True,
+                              capture_output=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout
 
 
 # ------------------------------------------------------------------------------------------------ pure functions
