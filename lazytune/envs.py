@@ -390,6 +390,24 @@ def _run_logged(argv: list[str], log_path: Path, env: dict[str, str], log: Calla
         )
 
 
+def check_torch_build(python: str, variant: str) -> str:
+    """The torch build in `python` (e.g. "2.13.0+cpu"); `EnvError` when a CUDA build was asked for but pip chose a
+    CPU one, so a GPU machine never ends up with a silently CPU-only environment. (A CUDA build on a machine without
+    GPU works, only bigger: PyPI's default Linux wheel; LAZYTUNE_TORCH_INDEX_URL picks the CPU index.)"""
+    code = "import torch; print(torch.__version__, torch.version.cuda or 'none')"
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise EnvError(f"torch does not import in {python}: {proc.stderr[-2000:]}")
+    version, cuda = proc.stdout.split()[-2:]
+    if variant == "cuda" and cuda == "none":
+        raise EnvError(
+            f"asked for a {variant} build of torch but pip installed torch {version} (CUDA: {cuda}). pip's "
+            "configuration decides the build (find-links, index): set LAZYTUNE_TORCH_INDEX_URL to the PyTorch index "
+            "for the build you want (e.g. https://download.pytorch.org/whl/cu126 or .../whl/cpu), or pass --cpu/--cuda."
+        )
+    return version
+
+
 def _site_packages(python: Path) -> Path:
     code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
@@ -458,6 +476,8 @@ def _build(spec: EnvSpec, build: Path, final: Path, variant: str, log: Callable[
         reqs = [torch if r == TORCH else r for r in group.requirements]
         flags = ["--no-deps"] if group.no_deps else ["-c", str(constraints)]
         _run_logged([*pip, *flags, *reqs], log_path, env, log)
+        if TORCH in group.requirements:
+            check_torch_build(str(python), variant)
     for dist in spec.forbidden:
         probe = subprocess.run([str(python), "-m", "pip", "show", "-q", dist], capture_output=True, env=env)
         if probe.returncode == 0:

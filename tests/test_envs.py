@@ -355,6 +355,19 @@ def test_gpu_detection_uses_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monke
     assert envs.has_gpu() is False
 
 
+@pytest.mark.slow
+def test_torch_build_check_with_a_real_torch() -> None:
+    """The CPU torch of an installed env passes as "cpu" and is refused as "cuda" (the guard of `--cuda`)."""
+    names = [n for n in envs.BACKENDS if envs.read_stamp(n) is not None]
+    if not names:
+        pytest.skip("no backend environment installed")
+    python = str(envs.env_python(envs.env_dir(names[0])))
+    version = envs.check_torch_build(python, "cpu")
+    assert version.startswith(envs.TORCH_VERSION)
+    with pytest.raises(envs.EnvError, match=r"asked for a cuda build of torch but pip installed torch 2\.13\.0"):
+        envs.check_torch_build(python, "cuda")
+
+
 # --- the real environments -----------------------------------------------------------------------------------------
 
 
