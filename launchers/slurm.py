@@ -332,6 +332,7 @@ class SlurmJob(Job):
     poll_seconds = 1.0
     min_query_interval = 0.5  # seconds between two scheduler queries, however often `state` is read
     vanish_grace = 30.0  # seconds a job may be unknown to every source before it counts as lost
+    unreachable_grace = 300.0  # seconds scontrol may fail (timeouts) before polling raises SlurmError
 
     def __init__(self, name: str, steps: Sequence[Step], job_id: str, folder: Path, secrets: Mapping[str, str]):
         super().__init__(name, steps, job_id=job_id)
@@ -346,6 +347,7 @@ class SlurmJob(Job):
         self._secrets = dict(secrets)
         self._last_query = 0.0
         self._unknown_since: float | None = None
+        self._error_since: float | None = None
         self._poll_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
@@ -421,7 +423,15 @@ class SlurmJob(Job):
         if now - self._last_query < self.min_query_interval:
             return
         self._last_query = now
-        info = self._query()
+        try:
+            info = self._query()
+        except SlurmError:
+            # A busy or restarting controller: keep the last state, unless it stays unreachable too long.
+            self._error_since = self._error_since or now
+            if now - self._error_since > self.unreachable_grace:
+                raise
+            return
+        self._error_since = None
         self._read_status()
         if info is None:
             self._settle_unknown(now)

@@ -35,7 +35,9 @@ from launchers.slurm import (
 )
 from tests.slurm import fake_slurm
 
-remote_mod = importlib.import_module("launchers.remote")  # `launchers.remote` itself is the factory function
+# `launchers.remote` / `launchers.slurm` are the factory functions; these are their modules.
+remote_mod = importlib.import_module("launchers.remote")
+slurm_mod = importlib.import_module("launchers.slurm")
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "slurm"
 UPDATE = os.environ.get("LAZYTUNE_UPDATE_SNAPSHOTS") == "1"
 
@@ -294,6 +296,30 @@ def test_fake_memory_kill_reads_as_out_of_memory(fake_cluster: Path) -> None:
     job.output.write_text("slurmstepd-n1: error: Exceeded job memory limit\n")
     again = SlurmJob(job.name, job.steps, job.id, job.folder, {})
     assert again.state is JobState.OUT_OF_MEMORY
+
+
+def test_fake_controller_hiccup_keeps_state(fake_cluster: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = fast(sync=False).run([Step("s", ["sleep", "30"], log=fake_cluster / "s.log")], name="hiccup")
+    deadline = time.monotonic() + 10
+    while job.state is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    real_run = slurm_mod._run
+
+    def scontrol_times_out(argv, env=None, timeout=60):
+        if argv[0] == "scontrol":
+            raise SlurmError(f"scontrol did not answer within {timeout} s")
+        return real_run(argv, env=env, timeout=timeout)
+
+    monkeypatch.setattr(slurm_mod, "_run", scontrol_times_out)
+    job._last_query = 0.0
+    assert job.state is JobState.RUNNING  # one failed query keeps the last state
+    job.unreachable_grace, job._last_query = 0.0, 0.0
+    time.sleep(0.01)
+    with pytest.raises(SlurmError, match="did not answer"):
+        _ = job.state  # ... but a controller that stays unreachable is an error
+    monkeypatch.setattr(slurm_mod, "_run", real_run)
+    job.cancel()
+    assert job.state is JobState.CANCELLED
 
 
 def test_fake_secret_masked_in_log(fake_cluster: Path) -> None:
