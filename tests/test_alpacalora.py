@@ -24,6 +24,7 @@ def model_of(tmp_path: Path, model_type: str) -> Path:
     model = tmp_path / f"model-{model_type}"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": model_type}))
+    (model / "tokenizer.json").write_text("{}")
     return model
 
 
@@ -67,6 +68,7 @@ def test_lora_targets_unknown_architecture_and_explicit(tmp_path: Path) -> None:
 
 
 def test_plan_steps(tiny_folder_model: Path, alpaca_file: Path, tmp_path: Path) -> None:
+    (tiny_folder_model / "tokenizer.model").write_text("spm")
     trainer = finetune.alpacalora(tiny_folder_model, tmp_path / "t", cp_files=["tokeniz*", "*.model"],
                                   model_name="tiny-7B", nccl_port=19123, train_on_inputs=False, **SMALL)
     plan = trainer.plan(alpaca_file)
@@ -183,6 +185,13 @@ def test_other_bad_inputs(tiny_folder_model: Path, alpaca_file: Path, tmp_path: 
     with pytest.raises(OptionsError, match="no checkpoint-N folder"):
         finetune.alpacalora(tiny_folder_model, t, resume_from_checkpoint=True, overwrite=True, **SMALL).plan(
             alpaca_file)
+    with pytest.raises(OptionsError, match=r"cp_files '\*.tiktoken' match no file in"):
+        finetune.alpacalora(tiny_folder_model, t, cp_files=["tokeniz*", "*.tiktoken"])
+    finetune.alpacalora(tiny_folder_model, t, cp_files="")  # copy nothing, on purpose
+    (tiny_folder_model / "tokenizer.json").unlink()
+    (tiny_folder_model / "tokenizer_config.json").unlink()
+    with pytest.raises(OptionsError, match="has no tokenizer"):
+        finetune.alpacalora(tiny_folder_model, t, cp_files="")
     with pytest.raises(OptionsError, match="nccl_port must be a TCP port"):
         finetune.alpacalora(tiny_folder_model, t, nccl_port=80)
     with pytest.raises(OptionsError, match="num_epochs must be > 0"):

@@ -55,6 +55,7 @@ ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
 ])  # fmt: skip
 
 _SAFE_NAME = re.compile(r"^[\w.+-]+$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt")
 
 
 class AlpacaloraFinetune(Finetune):
@@ -112,6 +113,12 @@ class AlpacaloraFinetune(Finetune):
             problems.append(f"lora_dropout must be < 1, got {o['lora_dropout']}")
         if o.get("deepspeed") and not Path(o["deepspeed"]).is_file():
             problems.append(f"deepspeed config not found: {o['deepspeed']}")
+        unmatched = [p for p in self.cp_files if not any(f.is_file() for f in self.base_model.glob(p))]
+        if unmatched:
+            problems.append(f"cp_files {', '.join(map(repr, unmatched))} match no file in {self.base_model} "
+                            "(the merged model would lack them); fix the glob, or pass cp_files='' to copy nothing")
+        if not any((self.base_model / name).is_file() for name in TOKENIZER_FILES):
+            problems.append(f"{self.base_model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
         if o["resume_from_checkpoint"] and not self.overwrite:
             problems.append("resume_from_checkpoint=True continues a run in a target that already holds it: pass "
                             "overwrite=True too (the checkpoints in lazyllm_lora are kept, the merge is redone)")
