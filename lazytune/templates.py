@@ -169,3 +169,34 @@ def _model_type(model: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def check_tokenizer(model: Path, template: str, resize_vocab: bool = False) -> None:
+    """The token `template` makes the end-of-text token must be in the tokenizer (or fit in a spare embedding row).
+
+    Otherwise LLaMA-Factory adds it as a new id past the embedding and training dies with an IndexError deep in
+    the first forward pass. Reads tokenizer.json only (skipped for tokenizers without one).
+    """
+    eos = lf_keys().get("template_eos", {}).get(template)
+    if not eos or resize_vocab:
+        return
+    try:
+        tok = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))
+        vocab = (tok.get("model") or {}).get("vocab") or {}
+        added = {t.get("content"): t.get("id") for t in tok.get("added_tokens") or []}
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(vocab, dict) or eos in vocab or eos in added:
+        return
+    ids = [i for i in (*vocab.values(), *added.values()) if isinstance(i, int)]
+    try:
+        rows = int(json.loads((model / "config.json").read_text(encoding="utf-8")).get("vocab_size"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return
+    if ids and rows > max(ids) + 1:
+        return  # a spare embedding row takes the new token
+    raise ConfigError(
+        f"template {template!r} makes {eos!r} the end-of-text token, but the tokenizer of {model} has no such token "
+        "and the model has no spare embedding row (training would crash with an IndexError): pass "
+        "resize_vocab=True, or a template that fits this tokenizer (e.g. template='default')"
+    )

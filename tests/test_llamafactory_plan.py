@@ -357,3 +357,19 @@ def test_url_data_is_fetched_into_the_cache(tmp_path: Path, monkeypatch: pytest.
     cached = Path(info["remote_chat"]["file_name"])
     assert cached.is_file() and str(tmp_path / "home") in str(cached)
     assert info["remote_chat"]["formatting"] == "sharegpt" and set(info) == {"remote_chat", "a"}
+
+
+def test_template_eos_token_missing_from_tokenizer_fails_early(tmp_path: Path) -> None:
+    model = model_folder(tmp_path, "Llama-3.2-1B-tiny")
+    tokenizer = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "</s>": 2}},
+                 "added_tokens": [{"id": 3, "content": "<s>"}]}  # fmt: skip
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (model / "config.json").write_text('{"model_type": "llama", "vocab_size": 4}')
+    data = lf_data.alpaca(tmp_path / "a.json")
+    missing = r"template 'llama3' makes '<\|eot_id\|>' the end-of-text token.*resize_vocab"
+    with pytest.raises(ConfigError, match=missing):
+        plan_of(tmp_path, data, model=model)
+    plan_of(tmp_path, data, model=model, resize_vocab=True)  # LF grows the embedding
+    plan_of(tmp_path, data, model=model, template="default")
+    (model / "config.json").write_text('{"model_type": "llama", "vocab_size": 8}')
+    plan_of(tmp_path, data, model=model)  # spare embedding rows take the new token

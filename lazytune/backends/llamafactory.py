@@ -35,7 +35,7 @@ from ..options import OptionSpec, raise_problems
 from ..plan import FileSpec, Plan
 from ..progress import read_trainer_log
 from ..run import __version__
-from ..templates import template_for
+from ..templates import check_tokenizer, template_for
 from .base import Finetune, backend_python, script
 
 BF16_GPUS = re.compile(r"A100|A800|H100|H800|H200|H20\b|GH200|B100|B200|GB200|L40|L20|\bL4\b|A10|A30|A40|A6000|"
@@ -145,6 +145,7 @@ class LlamafactoryFinetune(Finetune):
                 raise
             o["template"] = "empty"  # pretraining on raw text uses no chat format
             plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
+        check_tokenizer(plan.base_model, o["template"], bool(o.get("resize_vocab")))
         self._precision(o, plan)
         entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
         plan.files += files

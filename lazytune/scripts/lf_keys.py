@@ -7,7 +7,8 @@ Standalone (never imports lazytune); run it with the Python of the llamafactory 
 
 The key list is every init field of the argument dataclasses `llamafactory-cli train` parses (ModelArguments,
 DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments); `export` lists those `llamafactory-cli
-export` parses. `templates` is LF's template registry, `model_templates` LF's own model-name -> template table.
+export` parses. `templates` is LF's template registry, `template_eos` the token each template makes the EOS token,
+`model_templates` LF's own model-name -> template table.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def dump() -> dict:
         "train": train,
         "export": sorted(fields_of(_INFER_ARGS)),
         "templates": sorted(TEMPLATES),
+        # the token a template makes the end-of-text token (it must exist in the tokenizer, or resize_vocab)
+        "template_eos": {n: t.stop_words[0] for n, t in sorted(TEMPLATES.items()) if t.replace_eos and t.stop_words},
         "model_templates": dict(sorted(model_templates.items())),
     }
 
@@ -123,7 +126,7 @@ def main() -> int:
         return 0
     old = json.loads(Path(args.check).read_text(encoding="utf-8"))
     problems = []
-    for section in ("versions", "export", "templates", "model_templates"):
+    for section in ("versions", "export", "templates", "template_eos", "model_templates"):
         if old.get(section) != data[section]:
             problems.append(f"{section} differ")
     old_train, new_train = old.get("train", {}), data["train"]
