@@ -4,6 +4,10 @@ All numbers are GiB per GPU (per process on CPU). The model is deliberately simp
 says where it comes from. Parts: base weights (bf16, fp32 on CPU, or 4-bit for QLoRA), trainable state (weights,
 gradients and AdamW moments of what is trained), activations (a function of ctx_len, micro batch and gradient
 checkpointing), the logits of the loss, and a fixed overhead. DDP replicates everything; ZeRO shards it.
+
+Checked (scripts/measure_memory.py): on CPU, fp32, a Qwen2-shaped 35M-parameter model, micro batch 4 x 512 tokens,
+LoRA r=8 on all linears, the real peak (RSS, glibc trimming on) was 0.88x the estimate without and 0.83x with
+gradient checkpointing (overhead excluded). On GPU it has not been measured yet.
 """
 
 from __future__ import annotations
