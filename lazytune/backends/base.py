@@ -108,6 +108,19 @@ def check_target(target: Target, overwrite: bool) -> None:
             "or choose another target_path"
         )
 
+def check_inputs_apart(target: Target, inputs: Sequence[Path]) -> None:
+    """The lora and merge folders (written, and cleared with overwrite=True) must not be or hold a model or data."""
+    for label, out in (("lora folder", target.lora), ("merge folder", target.merge)):
+        out = out.resolve()
+        for path in inputs:
+            path = path.resolve()
+            if path == out or out in path.parents:
+                raise ConfigError(
+                    f"the {label} {out} would hold {path}, an input of this run: lazytune writes into that folder "
+                    "(and empties it with overwrite=True); choose another target_path / merge_path"
+                )
+
+
 def default_launcher() -> Launcher:
     """A new launcher from LAZYTUNE_DEFAULT_LAUNCHER (created per trainer, never at import)."""
     kind = settings().default_launcher
@@ -184,8 +197,9 @@ class Finetune(abc.ABC):
 
     def plan(self, data: DataArg = None) -> Plan:
         """Check everything and return the Plan. Writes nothing, starts nothing."""
-        check_target(self.target, self.overwrite)
         files = resolve_data(data) if (self.needs_data or data is not None) else []
+        check_inputs_apart(self.target, [self.base_model, *files])  # before check_target's "pass overwrite=True"
+        check_target(self.target, self.overwrite)
         run_id = new_run_id()
         plan = Plan(
             backend=self.name, run_id=run_id, target=self.target, run_dir=self.target.runs / run_id,
