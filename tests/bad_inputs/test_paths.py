@@ -119,3 +119,26 @@ def test_hostile_path_runs_end_to_end(ws: Workspace) -> None:
     assert json.loads((other.target / "lazytune_run.json").read_text())["state"] == "COMPLETED"
     assert not list(ws.root.rglob("PWNED")) and not Path("PWNED").exists()
     assert tree(ws.root / "target") is None
+
+
+@pytest.mark.parametrize("where", ["merge_is_model", "merge_holds_model", "merge_is_data_folder", "target_is_model"])
+def test_outputs_never_hold_the_inputs(ws: Workspace, where: str) -> None:
+    """A merge/lora folder that is (or contains) the base model or the data would be overwritten, and emptied with
+    overwrite=True: refused before anything runs, with or without overwrite."""
+    weights = ws.model / "model.safetensors"
+    weights.write_bytes(b"precious")
+    target, kw = ws.root / "out", {}
+    if where == "merge_is_model":
+        kw["merge_path"] = ws.model
+    elif where == "merge_holds_model":
+        kw["merge_path"] = ws.root
+    elif where == "merge_is_data_folder":
+        kw["merge_path"] = ws.data.parent
+    else:
+        target = ws.model / "lazyllm_lora"
+        (ws.model / "lazyllm_lora").mkdir()
+        target, kw["merge_path"] = ws.model / "lazyllm_lora", ws.model
+    for overwrite in (False, True):
+        with nothing_started(ws.model), pytest.raises(ConfigError, match=r"an input of this run"):
+            ws.profile.trainer(ws.model, target, overwrite=overwrite, **kw)(ws.data)
+    assert weights.read_bytes() == b"precious" and ws.data.is_file()
