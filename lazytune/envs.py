@@ -25,9 +25,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from lazytune import config
@@ -160,71 +161,73 @@ def _llamafactory(
     )
 
 
-#: The environment specs, one per environment name.
-BACKENDS: dict[str, EnvSpec] = {
-    spec.name: spec
-    for spec in (
-        _llamafactory(
-            "llamafactory",
-            ("trl==0.24.0",),
-            "LLaMA-Factory 0.9.5 (all stages but PPO)",
-            ("llamafactory.train.tuner",),
-        ),
-        # LF 0.9.5's PPO trainer uses the trl <= 0.9.6 API, but LF checks trl>=0.18 at startup and its tuner module
-        # imports the other stages (which need trl 0.24): run PPO via llamafactory.train.ppo.workflow with
-        # DISABLE_VERSION_CHECK=1. trl 0.9.6 wants numpy<2, so pyarrow must predate its numpy>=2 requirement.
-        _llamafactory(
-            "llamafactory-ppo",
-            ("trl==0.9.6", "pyarrow<22"),
-            "LLaMA-Factory 0.9.5 with trl 0.9.6 for the PPO stage",
-            ("llamafactory.train.ppo.workflow",),
-            environment=(("DISABLE_VERSION_CHECK", "1"),),
-        ),
-        EnvSpec(
-            name="alpacalora",
-            description="lazytune's alpaca-lora trainer and the LoRA merge step (transformers + peft)",
-            groups=(
-                PipGroup((TORCH,)),
-                PipGroup(
-                    (
-                        "transformers==5.6.0",
-                        "peft==0.18.1",
-                        "accelerate==1.11.0",
-                        "datasets==4.0.0",
-                        "safetensors",
-                        "sentencepiece",
-                        "protobuf",
-                        "tokenizers",
-                        "fire",
-                    )
+#: The environment specs, one per environment name (read-only).
+BACKENDS: Mapping[str, EnvSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            _llamafactory(
+                "llamafactory",
+                ("trl==0.24.0",),
+                "LLaMA-Factory 0.9.5 (all stages but PPO)",
+                ("llamafactory.train.tuner",),
+            ),
+            # LF 0.9.5's PPO trainer uses the trl <= 0.9.6 API, but LF checks trl>=0.18 at startup and its tuner module
+            # imports the other stages (which need trl 0.24): run PPO via llamafactory.train.ppo.workflow with
+            # DISABLE_VERSION_CHECK=1. trl 0.9.6 wants numpy<2, so pyarrow must predate its numpy>=2 requirement.
+            _llamafactory(
+                "llamafactory-ppo",
+                ("trl==0.9.6", "pyarrow<22"),
+                "LLaMA-Factory 0.9.5 with trl 0.9.6 for the PPO stage",
+                ("llamafactory.train.ppo.workflow",),
+                environment=(("DISABLE_VERSION_CHECK", "1"),),
+            ),
+            EnvSpec(
+                name="alpacalora",
+                description="lazytune's alpaca-lora trainer and the LoRA merge step (transformers + peft)",
+                groups=(
+                    PipGroup((TORCH,)),
+                    PipGroup(
+                        (
+                            "transformers==5.6.0",
+                            "peft==0.18.1",
+                            "accelerate==1.11.0",
+                            "datasets==4.0.0",
+                            "safetensors",
+                            "sentencepiece",
+                            "protobuf",
+                            "tokenizers",
+                            "fire",
+                        )
+                    ),
                 ),
+                imports=("transformers", "peft", "accelerate", "datasets", "safetensors.torch"),
+                report=("torch", "transformers", "peft", "accelerate", "datasets", "safetensors"),
             ),
-            imports=("transformers", "peft", "accelerate", "datasets", "safetensors.torch"),
-            report=("torch", "transformers", "peft", "accelerate", "datasets", "safetensors"),
-        ),
-        EnvSpec(
-            name="flagembedding",
-            description="FlagEmbedding 1.4.2 (embedder and reranker fine-tuning; not the [finetune] extra)",
-            groups=(PipGroup((TORCH,)), PipGroup(("flagembedding==1.4.2",))),
-            imports=(
-                "FlagEmbedding",
-                "FlagEmbedding.finetune.embedder.encoder_only.base",
-                "FlagEmbedding.finetune.reranker.encoder_only.base",
+            EnvSpec(
+                name="flagembedding",
+                description="FlagEmbedding 1.4.2 (embedder and reranker fine-tuning; not the [finetune] extra)",
+                groups=(PipGroup((TORCH,)), PipGroup(("flagembedding==1.4.2",))),
+                imports=(
+                    "FlagEmbedding",
+                    "FlagEmbedding.finetune.embedder.encoder_only.base",
+                    "FlagEmbedding.finetune.reranker.encoder_only.base",
+                ),
+                report=("flagembedding", "torch", "transformers", "sentence-transformers", "peft", "accelerate"),
             ),
-            report=("flagembedding", "torch", "transformers", "sentence-transformers", "peft", "accelerate"),
-        ),
-        EnvSpec(
-            name="collie",
-            description="CoLLiE (collie-lm 1.0.7); imports only with transformers 4.40.2 + peft 0.10.0; trains on CUDA",
-            groups=(
-                PipGroup((TORCH,)),
-                PipGroup(("transformers==4.40.2", "peft==0.10.0", "collie-lm==1.0.7", "safetensors")),
+            EnvSpec(
+                name="collie",
+                description="CoLLiE (collie-lm 1.0.7): transformers 4.40.2 + peft 0.10.0; trains on CUDA only",
+                groups=(
+                    PipGroup((TORCH,)),
+                    PipGroup(("transformers==4.40.2", "peft==0.10.0", "collie-lm==1.0.7", "safetensors")),
+                ),
+                imports=("collie", "peft", "transformers"),
+                report=("collie-lm", "torch", "transformers", "peft", "deepspeed", "megatron-core", "safetensors"),
             ),
-            imports=("collie", "peft", "transformers"),
-            report=("collie-lm", "torch", "transformers", "peft", "deepspeed", "megatron-core", "safetensors"),
-        ),
-    )
-}
+        )
+    }
+)
 
 
 def get_spec(name: str) -> EnvSpec:

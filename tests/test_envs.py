@@ -229,7 +229,7 @@ def test_cli_module_entry(home: Path) -> None:
 
 def test_check_reports_failure_with_this_interpreter(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = envs.EnvSpec("tiny", "t", (), imports=("json", "no_such_module_xyz"), report=("pytest", "no-such-dist-xyz"))
-    monkeypatch.setitem(envs.BACKENDS, "tiny", spec)
+    monkeypatch.setattr(envs, "BACKENDS", {**envs.BACKENDS, "tiny": spec})
     result = envs.check("tiny")
     assert result["python"] == sys.executable
     assert result["ok"] is False
@@ -289,7 +289,7 @@ def tiny_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> envs.EnvSpec:
         standins=(envs.Standin("torchaudio_like", "imported by lt_tiny", "'''stand-in'''\n"),),
         check_commands=(("{bin}/lt-tiny",),),
     )
-    monkeypatch.setitem(envs.BACKENDS, "tiny", spec)
+    monkeypatch.setattr(envs, "BACKENDS", {**envs.BACKENDS, "tiny": spec})
     return spec
 
 
@@ -318,7 +318,7 @@ def test_fresh_install_of_a_small_env(home: Path, tiny_spec: envs.EnvSpec, monke
     assert "already installed" in lines[0] and (path / envs.STAMP_NAME).stat().st_mtime_ns == mtime
     # a changed spec rebuilds in place of the old one
     changed = envs.EnvSpec(**{**tiny_spec.__dict__, "forbidden": ()})
-    monkeypatch.setitem(envs.BACKENDS, "tiny", changed)
+    monkeypatch.setattr(envs, "BACKENDS", {**envs.BACKENDS, "tiny": changed})
     assert envs.status("tiny")["state"] == "outdated"
     envs.install("tiny", cuda=False, log=lines.append)
     assert envs.status("tiny")["state"] == "installed"
@@ -334,7 +334,7 @@ def test_fresh_install_of_a_small_env(home: Path, tiny_spec: envs.EnvSpec, monke
 def test_failed_install_leaves_nothing_that_looks_installed(home: Path, tmp_path: Path, monkeypatch) -> None:
     missing = tmp_path / "no-such-1.0-py3-none-any.whl"
     spec = envs.EnvSpec("tiny", "t", (envs.PipGroup((str(missing),), no_deps=True),), ("json",), ("pip",))
-    monkeypatch.setitem(envs.BACKENDS, "tiny", spec)
+    monkeypatch.setattr(envs, "BACKENDS", {**envs.BACKENDS, "tiny": spec})
     with pytest.raises(envs.EnvError, match=r"(?s)command failed.*pip install.*last lines.*no-such-1\.0"):
         envs.install("tiny", cuda=False, log=lambda _: None)
     assert envs.status("tiny")["state"] == "missing"
