@@ -195,6 +195,7 @@ def test_auto_embedders_go_to_flagembedding(tmp_path: Path, name: str, ctx: int)
     assert trainer.decision.setup.method == "full" and trainer.options["passage_max_len"] == ctx
     o = trainer.options
     assert o["per_device_train_batch_size"] * o["gradient_accumulation_steps"] == 32
+    assert ("passages are cut at 512" in trainer.explain()) == (ctx == 512)
 
 
 # -- the real thing on CPU -------------------------------------------------------------------------------------------

@@ -161,6 +161,7 @@ class AutoFinetune:
                 raise ConfigError(f"{label} must be a whole number >= 1, got {value!r}")
         if kind not in (None, "causal", "vlm", "embed", "rerank"):
             raise ConfigError(f"kind must be 'causal', 'vlm', 'embed' or 'rerank', got {kind!r}")
+        self._notes: list[str] = []
         model = resolve_model(base_model, need_config=False)
         facts = model_facts(model)
         self.facts = replace(facts, kind=kind) if kind else facts
@@ -214,6 +215,8 @@ class AutoFinetune:
             group = int(given.get("train_group_size") or 8)  # FlagEmbedding's default group size
             sequences = group + (1 if self.facts.kind == "embed" else 0)
             if self.facts.max_positions and ctx_len > self.facts.max_positions:
+                self._notes.append(f"ctx_len {ctx_len} > the model's {self.facts.max_positions} positions: "
+                                   f"passages are cut at {self.facts.max_positions}")
                 ctx_len = self.facts.max_positions
         ctx = int(given.get(keys.ctx_len) or ctx_len)
         if self.backend == "alpacalora" and method == "qlora":
@@ -246,6 +249,7 @@ class AutoFinetune:
 
     def _extra_notes(self, keys: Keys) -> None:
         s, f = self.decision.setup, self.facts
+        self.decision.reasons += self._notes
         if s.zero:
             self.decision.reasons.append("DeepSpeed must be installed in the backend's environment "
                                          "(pip install deepspeed); its config is inlined into the backend's YAML")
