@@ -7,6 +7,7 @@ transformers version (plan argv) use the flagembedding environment and skip when
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -320,3 +321,18 @@ def test_validate_false_reads_only_the_head(embedder: Path, tmp_path: Path) -> N
     with pytest.raises(DataError, match="line 26: missing field 'pos'"):
         FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(path)
     assert FlagembeddingFinetune(embedder, tmp_path / "out", validate=False, **CPU1).plan(path).steps
+
+
+def test_cli_plan_and_cli_errors(reranker: Path, data: Path, tmp_path: Path) -> None:
+    fe_python()
+    base = [sys.executable, "-m", "lazytune.cli", "plan", "flagembedding", "--base", str(reranker),
+            "--target", str(tmp_path / "out"), "--data", str(data), "--ngpus", "0"]  # fmt: skip
+    proc = subprocess.run([*base, "query_max_len=64", "query_instruction_for_rerank=no", "--json"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    argv = json.loads(proc.stdout)["steps"][0]["argv"]
+    assert argv[argv.index("--query_max_len") + 1] == "64"
+    assert argv[argv.index("--query_instruction_for_rerank") + 1] == "no"  # a str option stays a string
+    proc = subprocess.run([*base, "temperature=0.1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "'temperature' is an option of embed models" in proc.stderr
+    assert not (tmp_path / "out").exists()
