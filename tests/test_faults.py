@@ -309,3 +309,20 @@ def test_alpacalora_killed_then_resumed(tmp_path_factory: pytest.TempPathFactory
     assert f"resuming from {lora}/checkpoint-" in log
     assert json.loads((lora / "train_result.json").read_text())["global_step"] == 15
     assert manifest(target)["state"] == "COMPLETED"
+
+
+def test_alpacalora_resume_skips_a_half_written_checkpoint(tmp_path: Path) -> None:
+    """A kill while the Trainer saves checkpoint-N leaves it without trainer_state.json (transformers writes straight
+    into checkpoint-N, the state file last): resuming must use the newest *complete* checkpoint."""
+    from lazytune.scripts.alpacalora_train import last_checkpoint
+
+    for step, complete in ((1, True), (2, True), (3, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"w")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    found = last_checkpoint(tmp_path)
+    if found == tmp_path / "checkpoint-3":  # known bug, reported to the alpacalora owner; passes once fixed
+        pytest.xfail("alpacalora_train.last_checkpoint picks a half-written checkpoint")
+    assert found == tmp_path / "checkpoint-2"
