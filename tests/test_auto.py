@@ -13,7 +13,7 @@ import yaml
 from launchers import Launcher, Topology
 from launchers.gpus import parse_nvidia_smi
 from lazytune import finetune
-from lazytune.backends.auto import backend_installed
+from lazytune.backends.auto_backends import backend_installed
 from lazytune.decide import NothingFitsError, Request, decide
 from lazytune.errors import ConfigError, UnknownOptionError
 from lazytune.gpu_table import Hardware
