@@ -81,7 +81,7 @@ class AutoFinetune:
         request = self._request(keys, given, ctx_len, batch_size, lora_r, allow_quantization)
         self.decision: Decision = decide(self.facts, self.hardware, request)
         self.decision.reasons.insert(0, why_backend)
-        self._extra_notes(keys)
+        self._extra_notes()
         chosen = self._chosen_kw(keys, given)
         if self.backend == "flagembedding" and "model_kind" not in kw:
             chosen["model_kind"] = self.facts.kind
@@ -125,13 +125,14 @@ class AutoFinetune:
                 self._notes.append(f"ctx_len {ctx_len} > the model's {self.facts.max_positions} positions: "
                                    f"passages are cut at {self.facts.max_positions}")
                 ctx_len = self.facts.max_positions
-        ctx = int(given.get(keys.ctx_len) or ctx_len)
+        ctx = _whole(given.get(keys.ctx_len)) or ctx_len
         if self.backend == "alpacalora" and method == "qlora":
             raise ConfigError("alpacalora has no quantization: use backend='llamafactory' for QLoRA")
+        rank = _whole(given.get(keys.lora_r or "")) or lora_r
         return Request(
-            ctx_len=ctx, batch_size=batch_size, lora_r=int(given.get(keys.lora_r) or lora_r) if keys.lora_r else lora_r,
-            allow_quantization=allow_quantization and keys.quantization is not None, sequences_per_example=sequences,
-            method=method, micro_batch=given.get(keys.micro_batch), grad_accum=given.get(keys.grad_accum or ""),
+            ctx_len=ctx, batch_size=batch_size, lora_r=rank, sequences_per_example=sequences,
+            allow_quantization=allow_quantization and keys.quantization is not None, method=method,
+            micro_batch=_whole(given.get(keys.micro_batch)), grad_accum=_whole(given.get(keys.grad_accum or "")),
             checkpointing=checkpointing, zero=zero, quant_bits=bits, zero_stages=keys.zero_stages,
             lora_dropout=float(given.get("lora_dropout", 0.05) or 0) > 0,
         )  # fmt: skip
@@ -154,7 +155,7 @@ class AutoFinetune:
             out[keys.deepspeed] = deepspeed_config(s.zero)
         return {k: v for k, v in out.items() if k not in given}
 
-    def _extra_notes(self, keys: Keys) -> None:
+    def _extra_notes(self) -> None:
         s, f = self.decision.setup, self.facts
         self.decision.reasons += self._notes
         if s.zero:
@@ -169,9 +170,10 @@ class AutoFinetune:
     def _launcher(self) -> Launcher:
         """A launcher for exactly the GPUs chosen (when the user gave none)."""
         n = self.decision.setup.ngpus
-        if settings().default_launcher in ("slurm", "remote"):
+        kind = settings().default_launcher
+        if kind == "slurm":
             return launchers.slurm(ngpus=n)
-        return launchers.local(ngpus=n)
+        return launchers.remote(ngpus=n) if kind == "remote" else launchers.local(ngpus=n)
 
     # -- what a trainer offers --------------------------------------------------------------------------------------
     def explain(self) -> str:
@@ -210,6 +212,11 @@ class AutoFinetune:
 
     def __repr__(self) -> str:
         return f"finetune.auto -> {self.trainer!r}"
+
+
+def _whole(value: Any) -> int | None:
+    """A user's value the decision can use (a bad one is left to the backend's own check, which names it)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def _short(value: Any) -> str:
