@@ -186,12 +186,12 @@ def test_other_bad_inputs(tiny_folder_model: Path, alpaca_file: Path, tmp_path: 
         finetune.alpacalora(tiny_folder_model, t, resume_from_checkpoint=True, overwrite=True, **SMALL).plan(
             alpaca_file)
     with pytest.raises(OptionsError, match=r"cp_files '\*.tiktoken' match no file in"):
-        finetune.alpacalora(tiny_folder_model, t, cp_files=["tokeniz*", "*.tiktoken"])
-    finetune.alpacalora(tiny_folder_model, t, cp_files="")  # copy nothing, on purpose
+        finetune.alpacalora(tiny_folder_model, t, cp_files=["tokeniz*", "*.tiktoken"], **SMALL).plan(alpaca_file)
+    finetune.alpacalora(tiny_folder_model, t, cp_files="", **SMALL).plan(alpaca_file)  # copy nothing, on purpose
     (tiny_folder_model / "tokenizer.json").unlink()
     (tiny_folder_model / "tokenizer_config.json").unlink()
     with pytest.raises(OptionsError, match="has no tokenizer"):
-        finetune.alpacalora(tiny_folder_model, t, cp_files="")
+        finetune.alpacalora(tiny_folder_model, t, cp_files="", **SMALL).plan(alpaca_file)
     with pytest.raises(OptionsError, match="nccl_port must be a TCP port"):
         finetune.alpacalora(tiny_folder_model, t, nccl_port=80)
     with pytest.raises(OptionsError, match="num_epochs must be > 0"):

@@ -113,12 +113,6 @@ class AlpacaloraFinetune(Finetune):
             problems.append(f"lora_dropout must be < 1, got {o['lora_dropout']}")
         if o.get("deepspeed") and not Path(o["deepspeed"]).is_file():
             problems.append(f"deepspeed config not found: {o['deepspeed']}")
-        unmatched = [p for p in self.cp_files if not any(f.is_file() for f in self.base_model.glob(p))]
-        if unmatched:
-            problems.append(f"cp_files {', '.join(map(repr, unmatched))} match no file in {self.base_model} "
-                            "(the merged model would lack them); fix the glob, or pass cp_files='' to copy nothing")
-        if not any((self.base_model / name).is_file() for name in TOKENIZER_FILES):
-            problems.append(f"{self.base_model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
         if o["resume_from_checkpoint"] and not self.overwrite:
             problems.append("resume_from_checkpoint=True continues a run in a target that already holds it: pass "
                             "overwrite=True too (the checkpoints in lazyllm_lora are kept, the merge is redone)")
@@ -151,6 +145,12 @@ class AlpacaloraFinetune(Finetune):
         if o["batch_size"] % (o["micro_batch_size"] * world):
             problems.append(f"batch_size={o['batch_size']} is not a multiple of micro_batch_size x processes = "
                             f"{o['micro_batch_size']} x {world}: gradient accumulation would not reach it exactly")
+        unmatched = [p for p in self.cp_files if not any(f.is_file() for f in plan.base_model.glob(p))]
+        if unmatched:
+            problems.append(f"cp_files {', '.join(map(repr, unmatched))} match no file in {plan.base_model} "
+                            "(the merged model would lack them); fix the glob, or pass cp_files='' to copy nothing")
+        if not any((plan.base_model / name).is_file() for name in TOKENIZER_FILES):
+            problems.append(f"{plan.base_model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
         if o.get("deepspeed") and plan.topology.device == "cpu":
             problems.append("deepspeed needs GPUs; this launcher runs on CPU: leave deepspeed unset")
         if o["resume_from_checkpoint"] and not any(p.is_dir() for p in plan.target.lora.glob("checkpoint-*")):
