@@ -336,3 +336,26 @@ def test_cli_plan_and_cli_errors(reranker: Path, data: Path, tmp_path: Path) -> 
     proc = subprocess.run([*base, "temperature=0.1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "'temperature' is an option of embed models" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_prompt_in_some_records_only(embedder: Path, reranker: Path, tmp_path: Path) -> None:
+    """datasets fills a missing field with None and FlagEmbedding would then use 'None' as the instruction."""
+    records = triples(8)
+    records[3]["prompt"] = "Represent this query: "
+    path = write_triples(tmp_path / "mixed.jsonl", records=records)
+    with pytest.raises(DataError, match=r"mixed\.jsonl, line 1: 'prompt' is set in some records .*line 4\)"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(path)
+    records = [dict(r, query_prompt="q: ") for r in triples(8)]
+    del records[6]["query_prompt"]
+    path = write_triples(tmp_path / "mixed_rerank.jsonl", records=records)
+    with pytest.raises(DataError, match="line 7: 'query_prompt' is set in some records"):
+        FlagembeddingFinetune(reranker, tmp_path / "out", query_instruction_for_rerank="q: ", **CPU1).plan(path)
+
+
+def test_prompt_check_follows_the_instruction(embedder: Path, tmp_path: Path) -> None:
+    fe_python()
+    records = triples(8)
+    records[3]["prompt"] = "Represent this query: "
+    path = write_triples(tmp_path / "mixed.jsonl", records=records)
+    plan = FlagembeddingFinetune(embedder, tmp_path / "out", query_instruction_for_retrieval=None, **CPU1).plan(path)
+    assert "--query_instruction_for_retrieval" not in plan.steps[0].argv

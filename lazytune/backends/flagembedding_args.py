@@ -218,7 +218,7 @@ def check_record(rec: dict[str, Any], group_size: int, distill: bool) -> str | N
     if not rec["neg"] and group_size > 1:
         return (f"'neg' is empty: with train_group_size={group_size} each query needs at least one negative "
                 "(FlagEmbedding repeats them up to train_group_size - 1)")  # fmt: skip
-    for key in ("prompt", "type"):
+    for key in ("prompt", "type", "query_prompt", "passage_prompt"):
         if key in rec and not isinstance(rec[key], str):
             return f"{key!r} must be a string, got {type(rec[key]).__name__}"
     if distill:
@@ -230,6 +230,15 @@ def check_record(rec: dict[str, Any], group_size: int, distill: bool) -> str | N
     return None
 
 
+def prompt_fields(options: dict[str, Any]) -> list[str]:
+    """Per-record instruction fields FlagEmbedding reads for this run (only when the matching instruction is set)."""
+    if options.get("model_kind", "embed") == "embed":
+        wanted = {"prompt": "query_instruction_for_retrieval"}
+    else:
+        wanted = {"query_prompt": "query_instruction_for_rerank", "passage_prompt": "passage_instruction_for_rerank"}
+    return [field for field, instruction in wanted.items() if options.get(instruction) is not None]
+
+
 def check_data(files: Iterable[Path], options: dict[str, Any], world_size: int) -> int:
     """Check the training files; returns the number of records read. Raises DataError naming file and line.
 
@@ -238,6 +247,8 @@ def check_data(files: Iterable[Path], options: dict[str, Any], world_size: int) 
     group_size = options["train_group_size"]
     distill = bool(options.get("knowledge_distillation"))
     limit = None if options.get("validate", True) else 20
+    # datasets fills a field some records lack with None, and FlagEmbedding then formats None as the instruction.
+    seen: dict[str, dict[bool, tuple[Path, int]]] = {f: {} for f in prompt_fields(options)}
     total = 0
     for path in files:
         if path.suffix.lower() not in DATA_SUFFIXES:
@@ -248,6 +259,14 @@ def check_data(files: Iterable[Path], options: dict[str, Any], world_size: int) 
             problem = check_record(rec, group_size, distill)
             if problem:
                 raise DataError(problem, path, line)
+            for field, where in seen.items():
+                where.setdefault(field in rec, (path, line))
+                if len(where) == 2:
+                    (with_path, with_line), (without_path, without_line) = where[True], where[False]
+                    raise DataError(
+                        f"{field!r} is set in some records ({with_path}, line {with_line}) but not in this one: "
+                        f"FlagEmbedding would use the text 'None' as the instruction here; give every record a "
+                        f"{field!r} or none", without_path, without_line)  # fmt: skip
             count += 1
             if limit is not None and count >= limit:
                 break
