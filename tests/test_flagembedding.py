@@ -359,3 +359,17 @@ def test_prompt_check_follows_the_instruction(embedder: Path, tmp_path: Path) ->
     path = write_triples(tmp_path / "mixed.jsonl", records=records)
     plan = FlagembeddingFinetune(embedder, tmp_path / "out", query_instruction_for_retrieval=None, **CPU1).plan(path)
     assert "--query_instruction_for_retrieval" not in plan.steps[0].argv
+
+
+def test_lengths_beyond_the_position_embeddings(tmp_path: Path) -> None:
+    model = fake_model(tmp_path, "short-reranker", ["BertForSequenceClassification"])
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 512}))
+    FlagembeddingFinetune(model, tmp_path / "out", **CPU1)  # 256 + 256: fits
+    with pytest.raises(OptionsError, match="query_max_len \\+ passage_max_len = 768 exceeds the 512 positions"):
+        FlagembeddingFinetune(model, tmp_path / "out", passage_max_len=512, **CPU1)
+    embedder = fake_model(tmp_path, "short-embedder", ["BertModel"])
+    (embedder / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "max_position_embeddings": 128}))
+    with pytest.raises(OptionsError, match="a max_len of 512 exceeds the 128 positions"):
+        FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1)
+    FlagembeddingFinetune(embedder, tmp_path / "out", query_max_len=64, passage_max_len=128, **CPU1)

@@ -30,6 +30,7 @@ from .flagembedding_args import (
     MODULES,
     OPTION_SPECS,
     check_data,
+    check_lengths,
     detect_kind,
     flag_names,
     option_args,
@@ -76,6 +77,7 @@ class FlagembeddingFinetune(Finetune):
         self.model_kind = detect_kind(self.base_model, kw.pop("model_kind", None))
         spec = self.option_spec(self.model_kind)
         options = validate_kind_options(self.model_kind, kw, self.base_model)
+        check_lengths(self.base_model, self.model_kind, options)
         self._given = {spec.canonical(k) for k in kw}  # what the user asked for, as opposed to our defaults
         return {"model_kind": self.model_kind, **options}
 

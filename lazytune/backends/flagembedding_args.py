@@ -192,6 +192,27 @@ def detect_kind(model: Path, model_kind: Any = None) -> str:
     return kind
 
 
+def check_lengths(model: Path, kind: str, options: dict[str, Any]) -> None:
+    """Sequence lengths the model's position embeddings can hold (else training dies mid-run on the first long text).
+
+    An embedder encodes queries and passages separately; a reranker encodes query + passage as one sequence.
+    """
+    try:
+        positions = json.loads((model / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(positions, int):
+        return
+    q, p = options["query_max_len"], options["passage_max_len"]
+    longest = q + p if kind == "rerank" else max(q, p)
+    if longest > positions:
+        what = f"query_max_len + passage_max_len = {longest}" if kind == "rerank" else f"a max_len of {longest}"
+        raise OptionsError(f"flagembedding ({kind})", [
+            f"{what} exceeds the {positions} positions of {model.name} (max_position_embeddings): lower "
+            "query_max_len / passage_max_len"
+        ])  # fmt: skip
+
+
 # --- data ---------------------------------------------------------------------------------------------------------
 
 
