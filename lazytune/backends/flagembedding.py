@@ -29,13 +29,13 @@ from .flagembedding_args import (
     DEEPSPEED_OFF,
     MODULES,
     OPTION_SPECS,
-    check_data,
     check_lengths,
     detect_kind,
     flag_names,
     option_args,
     validate_kind_options,
 )
+from .flagembedding_data import check_data
 from .llamafactory import BF16_GPUS  # one list of bf16-capable GPU names for every backend
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
