@@ -240,7 +240,9 @@ def test_without_llamafactory_auto_falls_back_to_alpacalora(tmp_path: Path, monk
     monkeypatch.setenv("LAZYTUNE_ALPACALORA_PYTHON", sys.executable)
     if backend_installed("llamafactory"):
         pytest.skip("llamafactory is importable by this interpreter")
-    trainer = finetune.auto(model_folder(tmp_path, "Llama-2-7b-hf"), tmp_path / "out", launcher=RecordedGpus(H100, 1))
+    model = model_folder(tmp_path, "Llama-2-7b-hf")
+    (model / "tokenizer_config.json").write_text("{}")  # alpacalora checks that a tokenizer is there
+    trainer = finetune.auto(model, tmp_path / "out", launcher=RecordedGpus(H100, 1))
     assert trainer.backend == "alpacalora" and "LLaMA-Factory is not installed" in trainer.explain()
     o = trainer.options
     assert (o["batch_size"], o["cutoff_len"], o["lora_r"]) == (32, 1024, 8)
