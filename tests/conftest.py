@@ -9,7 +9,9 @@ import pytest
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", "DISABLE_VERSION_CHECK": "1",
-           "LAZYTUNE_QUIET": "1", "WANDB_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
+           "LAZYTUNE_QUIET": "1", "WANDB_DISABLED": "true", "PYTHONUNBUFFERED": "1",
+           # 2 cores: torch's default threads per process oversubscribe them under torchrun (measured 50x slower)
+           "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(autouse=True)
