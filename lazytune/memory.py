@@ -1,6 +1,7 @@
 """The memory model behind `finetune.auto`: peak memory per GPU of one training set-up, part by part.
 
-All numbers are GiB per GPU (per process on CPU). The model is deliberately simple and readable; every constant
+All numbers are GiB per GPU (per process on CPU), written "GB" in messages (nvidia-smi's MiB / 1024). The model is
+deliberately simple and readable; every constant
 says where it comes from. Parts: base weights (bf16, fp32 on CPU, or 4-bit for QLoRA), trainable state (weights,
 gradients and AdamW moments of what is trained), activations (a function of ctx_len, micro batch and gradient
 checkpointing), the logits of the loss, and a fixed overhead. DDP replicates everything; ZeRO shards it.
