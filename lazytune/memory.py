@@ -1,10 +1,10 @@
 """The memory model behind `finetune.auto`: peak memory per GPU of one training set-up, part by part.
 
 All numbers are GiB per GPU (per process on CPU), written "GB" in messages (nvidia-smi's MiB / 1024). The model is
-deliberately simple and readable; every constant
-says where it comes from. Parts: base weights (bf16, fp32 on CPU, or 4-bit for QLoRA), trainable state (weights,
-gradients and AdamW moments of what is trained), activations (a function of ctx_len, micro batch and gradient
-checkpointing), the logits of the loss, and a fixed overhead. DDP replicates everything; ZeRO shards it.
+deliberately simple and readable; every constant says where it comes from. Parts: base weights (bf16, fp32 on CPU,
+or 4-bit for QLoRA), trainable state (weights, gradients and AdamW moments of what is trained), activations (a
+function of ctx_len, micro batch and gradient checkpointing), the logits of the loss, and a fixed overhead. DDP
+replicates everything; ZeRO shards it.
 
 Checked (scripts/measure_memory.py): on CPU, fp32, a Qwen2-shaped 35M-parameter model, micro batch 4 x 512 tokens,
 LoRA r=8 on all linears, the real peak (RSS, glibc trimming on) was 0.88x the estimate without and 0.83x with
