@@ -104,7 +104,8 @@ def _fit(f: ModelFacts, r: Request, n: int, usable: float, method: str, zero: in
         smallest = replace(base, micro_batch=min(sizes), checkpointing=ckpts[-1])
         return None, f"{smallest.describe()}: needs {estimate(f, smallest).describe()} > {usable:.1f} GB usable"
     plain = best.get(False)
-    if plain and (True not in best or plain.micro_batch * r.ctx_len >= BUSY_TOKENS or plain.micro_batch == per_gpu):
+    busy = plain and (plain.micro_batch * r.ctx_len >= BUSY_TOKENS or plain.micro_batch == per_gpu)
+    if plain and (busy or True not in best or best[True].micro_batch <= plain.micro_batch):
         return plain, "without gradient checkpointing (about 1/3 faster) the micro batch of " \
             f"{plain.micro_batch} fits and has {plain.micro_batch * r.ctx_len} tokens per step"
     chosen = best[True]
@@ -126,9 +127,11 @@ def _candidates(f: ModelFacts, r: Request, n: int, device: str) -> list[tuple[st
         methods = ["lora"] + (["qlora"] if r.allow_quantization and device == "cuda" else [])
     out = []
     for m in methods:
+        if r.zero is not None:  # the user's DeepSpeed config, whatever it is
+            out.append((m, r.zero))
+            continue
         stages = [0, 2, 3] if m == "full" else [0, 3]  # ZeRO-2 shards only what LoRA trains: nothing to gain
-        stages = [z for z in stages if z in r.zero_stages and (n > 1 or z == 0)]
-        out += [(m, z) for z in stages if r.zero is None or z == r.zero]
+        out += [(m, z) for z in stages if z in r.zero_stages and (n > 1 or z == 0)]
     return out
 
 

@@ -20,7 +20,7 @@ from .sizing import ModelFacts
 GIB = 1024**3
 QUANT_BYTES = {4: 0.52, 8: 1.03}  # bitsandbytes NF4 (+ double-quantized absmax) / int8 (+ scales), per weight
 ADAMW_BYTES = 16  # per trained parameter: fp32 weight 4 + fp32 gradient 4 + two fp32 AdamW moments 8
-ZERO_BYTES = {2: (2, 14), 3: (0, 16)}  # ZeRO paper, mixed precision: (replicated, sharded) bytes per parameter
+ZERO_BYTES = {1: (4, 12), 2: (2, 14), 3: (0, 16)}  # ZeRO paper, mixed precision: (replicated, sharded) per param
 LOGIT_BYTES = 12  # per token per vocab entry: bf16 logits 2 + fp32 upcast for the loss 4 + log-softmax 4 + slack 2
 GATHERED_LAYERS = 2  # ZeRO-3 holds the layer it computes plus the prefetched next one
 OVERHEAD_GB = {"cuda": 1.0, "cpu": 1.0}  # CUDA context + cuBLAS/NCCL workspaces; on CPU torch's own footprint

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,10 @@ def test_user_values_are_never_overridden() -> None:
     assert "as you asked" in d.explain()
     with pytest.raises(NothingFitsError):  # a fixed micro batch that can't fit is an error, not silently changed
         decide(f, hw, Request(micro_batch=32, checkpointing=False))
+    h100 = Hardware("H100-80G", 79.6, 1, True, "test")
+    assert decide(f, h100, Request(zero=3)).setup.zero == 3  # the user's DeepSpeed config, even on one GPU
+    with pytest.raises(NothingFitsError, match="smallest configuration that would fit: 2 x H100-80G: full .* ZeRO-2"):
+        decide(f, replace(h100, count=2), Request(method="full", zero=1))
 
 
 def test_nothing_fits_without_quantization_names_the_smallest_fit() -> None:
