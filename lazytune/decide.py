@@ -186,7 +186,8 @@ def choose_ngpus(hw: Hardware, r: Request) -> tuple[int, str]:
         if r.batch_size % hw.count:
             raise ConfigError(f"batch_size={r.batch_size} is not a multiple of the launcher's {hw.count} GPU(s); "
                               f"pass a batch_size divisible by {hw.count}")  # fmt: skip
-        return hw.count, f"the launcher gives {hw.count} GPU(s): data parallel over all of them"
+        spread = ": data parallel over all of them" if hw.count > 1 else ""
+        return hw.count, f"the launcher gives {hw.count} GPU(s){spread}"
     n = next(d for d in _divisors(r.batch_size) if d <= hw.count)
     why = f"data parallel over {n} GPU(s)"
     if n < hw.count:
