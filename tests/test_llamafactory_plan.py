@@ -94,6 +94,7 @@ SNAPSHOT_CASES = {
     ),
     "orpo_alpaca_pairs": (lambda d: [lf_data.pairs(d / "pairs.json")], {"stage": "orpo"}),
     "kto_alpaca": (lambda d: [lf_data.kto(d / "kto.json")], {"stage": "kto", "use_dora": True, "pissa_init": True}),
+    "ppo_alpaca": (lambda d: [lf_data.alpaca(d / "prompts.json")], {"stage": "ppo", "reward_model": "/models/rm"}),
 }
 
 

@@ -128,9 +128,6 @@ class LlamafactoryFinetune(Finetune):
         raise_problems(self.name, problems)
         return merged
 
-    def python(self) -> str:
-        return backend_python("llamafactory-ppo" if self.options.get("stage") == "ppo" else self.env_name)
-
     # -- plan ------------------------------------------------------------------------------------------------------
     def build(self, plan: Plan) -> None:
         o = dict(plan.options)
@@ -158,16 +155,18 @@ class LlamafactoryFinetune(Finetune):
             "dataset_dir": str(plan.run_dir),
             "output_dir": str(plan.target.lora),
         }
+        if stage == "ppo":
+            self._ppo_compat(train)
         train_yaml = plan.run_dir / "train.yaml"
         plan.files.append(FileSpec(train_yaml, _dump(train, f"llamafactory-cli train {train_yaml}")))
-        python, logs = self.python(), plan.run_dir / "logs"
-        env_name = "llamafactory-ppo" if stage == "ppo" else self.env_name
-        env = _environment(env_name)
-        if stage == "ppo":  # LF's tuner imports the trl-0.24 stages; the ppo env runs the PPO workflow directly
-            argv = [python, script("lf_ppo.py"), str(train_yaml)]
+        python, logs, env = self.python(), plan.run_dir / "logs", _environment(self.env_name)
+        if stage == "ppo":  # the PPO env (old trl) runs the PPO workflow directly: LF's tuner imports every stage
+            ppo_env = "llamafactory-ppo"
+            argv = [backend_python(ppo_env), script("lf_ppo.py"), str(train_yaml)]
+            plan.steps.append(Step("train", argv, log=logs / "train.log", env=_environment(ppo_env), distributed=True))
         else:  # what `llamafactory-cli train` runs; under torchrun when the launcher starts several processes
             argv = [python, "-m", "llamafactory.launcher", str(train_yaml)]
-        plan.steps.append(Step("train", argv, log=logs / "train.log", env=env, distributed=True))
+            plan.steps.append(Step("train", argv, log=logs / "train.log", env=env, distributed=True))
         for name in self.ignored:
             plan.notes.append(f"{self.config_path}: {name!r} is replaced by lazytune's value")
 
@@ -177,7 +176,8 @@ class LlamafactoryFinetune(Finetune):
                 "adapter_name_or_path": str(plan.target.lora),
                 "template": o["template"],
                 "finetuning_type": "lora",
-                **{k: o[k] for k in ("trust_remote_code", "stage") if k in o},
+                **({"trust_remote_code": o["trust_remote_code"]} if "trust_remote_code" in o else {}),
+                **({"stage": "rm"} if o["stage"] == "rm" else {}),  # export copies the reward model's value head
                 **{k: _render(k, v, keys) for k, v in o.items() if k.startswith("export_")},
                 **{k: _render(k, v, keys) for k, v in self.export_options.items()},
                 "export_dir": str(plan.target.merge),
@@ -192,6 +192,14 @@ class LlamafactoryFinetune(Finetune):
             argv = [python, script("copy_model.py"), "--src", str(plan.target.lora), "--dst", str(plan.target.merge)]
             plan.steps.append(Step("copy", argv, log=logs / "copy.log"))
         plan.result = plan.target.merge
+
+    @staticmethod
+    def _ppo_compat(train: dict[str, Any]) -> None:
+        """The PPO env may run transformers 4.x (LF 0.9.5's PPO trainer needs it), where warmup_steps must be an
+        int: a fraction becomes warmup_ratio (same meaning, accepted by 4.x and 5.x)."""
+        warmup = train.get("warmup_steps")
+        if isinstance(warmup, float) and 0 < warmup < 1 and "warmup_ratio" not in train:
+            train["warmup_ratio"] = train.pop("warmup_steps")
 
     def _precision(self, o: dict[str, Any], plan: Plan) -> None:
         """bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU; an explicit choice is kept (if possible)."""
