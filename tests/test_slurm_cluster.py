@@ -183,8 +183,9 @@ def test_impossible_request_pending_then_cancelled(slurm_cluster: str, tmp_path:
     # More time than the partition's MaxTime (1 h): accepted, but never scheduled (Reason=PartitionTimeLimit).
     step = Step("never", ["true"], log=tmp_path / "never.log")
     job = launcher(slurm_cluster, time="2:00:00", sync=False).run([step], name="lazytune-test-pending")
+    wait_for(lambda: job.state is JobState.PENDING and job.reason == "PartitionTimeLimit", 30, "the pending reason")
     time.sleep(2)
-    assert job.state is JobState.PENDING and job.reason == "PartitionTimeLimit", (job.slurm_state, job.reason)
+    assert job.state is JobState.PENDING, (job.slurm_state, job.reason)
     job.cancel()
     assert job.state is JobState.CANCELLED and not step.log.exists()
     # A request no node can ever satisfy is refused by sbatch at once, with SLURM's own message.
