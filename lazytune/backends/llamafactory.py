@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from launchers import Step
+from launchers import Launcher, Step
 
 from ..dataset_info import dataset_info
 from ..errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
@@ -79,14 +79,14 @@ class LlamafactoryFinetune(Finetune):
                  merge_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
                  export_config_path: str | os.PathLike | None = None, lora_r: int | None = None,
                  modules_to_save: str | list[str] | None = None, lora_target_modules: str | list[str] | None = None,
-                 launcher: Any = None, overwrite: bool = False, **kw: Any):
+                 launcher: Launcher | None = None, overwrite: bool = False, **kw: Any):
         for key, value in (("lora_r", lora_r), ("modules_to_save", modules_to_save),
                            ("lora_target_modules", lora_target_modules)):  # fmt: skip
             if value is not None:
                 kw[key] = value
         self.config_path = Path(config_path).expanduser() if config_path else None
         self.export_config_path = Path(export_config_path).expanduser() if export_config_path else None
-        self.ignored: list[str] = []
+        self.ignored: list[tuple[Path, str]] = []  # (config file, key lazytune sets itself)
         self.export_options: dict[str, Any] = {}
         super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
@@ -102,8 +102,8 @@ class LlamafactoryFinetune(Finetune):
         sources = [(base, "sft.yaml")]
         if self.config_path:
             user = load_yaml(self.config_path, "config_path")
-            self.ignored = [k for k in user if k in MANAGED]
-            sources.append(({k: v for k, v in user.items() if k not in self.ignored}, str(self.config_path)))
+            self.ignored = [(self.config_path, k) for k in user if k in MANAGED]
+            sources.append(({k: v for k, v in user.items() if k not in MANAGED}, str(self.config_path)))
         sources.append((kw, ""))
         merged: dict[str, Any] = {}
         for values in _validate_all(spec, sources):
@@ -115,6 +115,7 @@ class LlamafactoryFinetune(Finetune):
         export_sources = [(load_yaml(config_dir() / "lora_export.yaml", "template"), "lora_export.yaml")]
         if self.export_config_path:
             user = load_yaml(self.export_config_path, "export_config_path")
+            self.ignored += [(self.export_config_path, k) for k in user if k in MANAGED]
             export_sources.append(({k: v for k, v in user.items() if k not in MANAGED}, str(self.export_config_path)))
         self.export_options = {}
         for values in _validate_all(export_spec, export_sources):
@@ -167,8 +168,8 @@ class LlamafactoryFinetune(Finetune):
         else:  # what `llamafactory-cli train` runs; under torchrun when the launcher starts several processes
             argv = [python, "-m", "llamafactory.launcher", str(train_yaml)]
             plan.steps.append(Step("train", argv, log=logs / "train.log", env=env, distributed=True))
-        for name in self.ignored:
-            plan.notes.append(f"{self.config_path}: {name!r} is replaced by lazytune's value")
+        for path, name in self.ignored:
+            plan.notes.append(f"{path}: {name!r} is replaced by lazytune's value")
 
         if o["finetuning_type"] == "lora":
             export = {
