@@ -1,4 +1,8 @@
-"""finetune.alpacalora for real on CPU: a tiny local Llama, alpaca data, training + merge in the alpacalora env."""
+"""finetune.alpacalora for real on CPU: a tiny local Llama, alpaca data, training + merge in the alpacalora env.
+
+Kill-and-resume from checkpoints is tested for real in tests/test_faults.py (test_alpacalora_killed_then_resumed),
+DDP across 2 SLURM nodes in tests/test_slurm_cluster.py (test_real_alpacalora_across_two_nodes).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,6 @@ import pytest
 from launchers import JobFailed
 from lazytune import finetune, launchers
 from lazytune.backends.base import script
-from lazytune.errors import ConfigError
-from lazytune.progress import read_trainer_log
 from tests.conftest import OFFLINE
 from tests.helpers.alpaca import alpaca_records, inspect_merge, write_alpaca
 from tests.helpers.models import tiny_llama, tiny_qwen2
@@ -123,40 +125,6 @@ def test_loss_covers_only_response_tokens(trained: dict, model: Path, alpaca_pyt
     stats = json.loads((out / "train_data_stats.json").read_text())
     assert stats["label_tokens"] == stats["input_tokens"] > stats["response_tokens"]
     assert stats["dropped_over_filter_nums"] == 6 and stats["train_samples"] == 6  # the 6 records with an input
-
-
-def test_killed_run_resumes_from_its_last_checkpoint(model: Path, tmp_path: Path) -> None:
-    data = write_alpaca(tmp_path / "alpaca.json")
-    target = tmp_path / "target"
-    lora = target / "lazyllm_lora"
-    every_step = {**FAST, "save_steps": 1}
-    launcher = launchers.local(ngpus=0, stream=False, sync=False)
-    run = finetune.alpacalora(model, target, launcher=launcher, num_epochs=100, **every_step)(data)  # 300 steps
-    deadline = time.time() + 300
-    while not list(lora.glob("checkpoint-*/trainer_state.json")):
-        assert run.job.state.value == "RUNNING" and time.time() < deadline, run.job.log_tail("train")
-        time.sleep(0.2)
-    run.cancel()
-    with pytest.raises(JobFailed):
-        run.wait()
-    assert json.loads((target / "lazytune_run.json").read_text())["state"] == "CANCELLED"
-    assert not (target / "lazyllm_merge").exists()
-    done = max(int(p.parent.name.split("-")[1]) for p in lora.glob("checkpoint-*/trainer_state.json"))
-
-    epochs = done // 3 + 2  # a few steps more than the killed run finished
-    with pytest.raises(ConfigError, match="overwrite=True"):
-        finetune.alpacalora(model, target, resume_from_checkpoint=True, num_epochs=epochs, **every_step)
-    trainer = finetune.alpacalora(model, target, launcher=cpu(), overwrite=True, resume_from_checkpoint=True,
-                                  num_epochs=epochs, **every_step)  # fmt: skip
-    trainer(data)
-    manifest = json.loads((target / "lazytune_run.json").read_text())
-    assert manifest["state"] == "COMPLETED"
-    assert f"resuming from {lora / f'checkpoint-{done}'}" in Path(manifest["job"]["steps"][0]["log"]).read_text()
-    assert json.loads((lora / "train_result.json").read_text())["global_step"] == 3 * epochs
-    steps = [e["current_steps"] for e in read_trainer_log(lora / "trainer_log.jsonl") if "loss" in e]
-    resumed = steps[-(3 * epochs - done):]
-    assert resumed == list(range(done + 1, 3 * epochs + 1))  # continued after the checkpoint, not from step 1
-    assert (lora / "adapter_model.safetensors").is_file() and (target / "lazyllm_merge" / "model.safetensors").is_file()
 
 
 def test_cutoff_len_leaving_no_response_fails_before_training(model: Path, tmp_path: Path) -> None:
