@@ -234,6 +234,12 @@ def train(args: argparse.Namespace) -> None:
     if args.resume_from_checkpoint and resume is None:
         raise TrainError(f"resume_from_checkpoint: no complete checkpoint-N folder in {out} to resume from")
     template = load_template(Path(args.prompt_template))
+    if args.deepspeed:
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            raise TrainError(f"deepspeed={args.deepspeed} but deepspeed is not installed for {sys.executable}; "
+                             "install it there or leave deepspeed unset") from None
 
     import torch
     import transformers as tf
