@@ -40,6 +40,11 @@ def test_defaults_are_lazyllm_s(tiny_folder_model: Path, tmp_path: Path) -> None
     assert {k: o[k] for k in expected} == expected
     assert o["lora_target_modules"] == ["q_proj", "v_proj"]  # from the Llama config, not InternLM's names
     assert o.get("deepspeed") is None and o.get("modules_to_save") is None
+    lazyllm_style = finetune.alpacalora(tiny_folder_model, tmp_path / "t", deepspeed="",
+                                        lora_target_modules="[wo,wqkv]", modules_to_save="[tok_embeddings,output]")
+    assert lazyllm_style.options["lora_target_modules"] == ["wo", "wqkv"]
+    assert lazyllm_style.options["modules_to_save"] == ["tok_embeddings", "output"]
+    assert lazyllm_style.options.get("deepspeed") is None
 
 
 def test_unknown_key_did_you_mean(tiny_folder_model: Path, tmp_path: Path) -> None:

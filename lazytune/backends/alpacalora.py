@@ -91,6 +91,8 @@ class AlpacaloraFinetune(Finetune):
         return ALPACALORA_OPTIONS
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
+        if kw.get("deepspeed") == "":  # LazyLLM's way of saying "no DeepSpeed"
+            kw = {k: v for k, v in kw.items() if k != "deepspeed"}
         o = super().validate_options(kw)
         problems = []
         if o.get("lora_target_modules") is None:
