@@ -28,6 +28,13 @@ FAST = {"batch_size": 4, "micro_batch_size": 2, "val_set_size": 2, "learning_rat
         "logging_steps": 1, "save_steps": 3, "eval_steps": 3}  # fmt: skip
 
 
+def safetensors_names(path: Path) -> list[str]:
+    """Tensor names from a .safetensors header (8-byte length + JSON), without the safetensors package."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return [k for k in header if k != "__metadata__"]
+
+
 def cpu() -> launchers.LocalLauncher:
     return launchers.local(ngpus=0, stream=False)
 
@@ -157,7 +164,8 @@ def test_two_processes_torchrun(alpaca_python: str, tmp_path_factory: pytest.Tem
     target = tmp_path / "target"
     started = time.time()
     launcher = launchers.local(ngpus=0, nproc=2, stream=False)
-    result = finetune.alpacalora(model, target, launcher=launcher, train_on_inputs=False, num_epochs=2, **FAST)(data)
+    result = finetune.alpacalora(model, target, launcher=launcher, train_on_inputs=False, num_epochs=2,
+                                 modules_to_save=["lm_head"], **FAST)(data)  # fmt: skip
     seconds = time.time() - started
     lora = target / "lazyllm_lora"
     summary = json.loads((lora / "train_result.json").read_text())
@@ -170,4 +178,6 @@ def test_two_processes_torchrun(alpaca_python: str, tmp_path_factory: pytest.Tem
     assert "world size 2, micro batch 2, gradient accumulation 1, effective batch 4" in log
     assert log.count("adapter saved to") == 1  # rank 0 alone saves
     assert (Path(result) / "model.safetensors").is_file()
+    tensors = safetensors_names(lora / "adapter_model.safetensors")
+    assert any("lm_head" in n for n in tensors) and any("lora_A" in n for n in tensors)  # modules_to_save saved
     print(f"alpacalora 2 processes (gloo): train+merge {seconds:.1f} s")
