@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LAZYTUNE := $(VENV)/bin/lazytune
 # Backend environments the tests need (collie is installed too: its import is tested; training needs a GPU).
-TEST_ENVS ?= llamafactory alpacalora flagembedding collie
+TEST_ENVS ?= llamafactory llamafactory-ppo alpacalora flagembedding collie
 PYTEST_ARGS ?=
 
 .PHONY: setup envs demo test lint bench slurm-start slurm-stop clean
@@ -34,7 +34,8 @@ lint: setup
 
 test: setup lint envs
 	bash tests/slurm/start.sh || echo "WARNING: the SLURM test cluster did not start; slurm tests will skip with the reason"
-	status=0; $(PY) -m pytest -ra $(PYTEST_ARGS) || status=$$?; bash tests/slurm/stop.sh || true; exit $$status
+	status=0; LAZYTUNE_REQUIRE_ENVS="$(TEST_ENVS)" $(PY) -m pytest -ra --durations=25 $(PYTEST_ARGS) || status=$$?; \
+	bash tests/slurm/stop.sh || true; exit $$status
 
 bench: setup
 	$(LAZYTUNE) env install llamafactory

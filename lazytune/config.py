@@ -18,6 +18,7 @@ DOCUMENTED: tuple[tuple[str, str, str], ...] = (
     ("LAZYTUNE_SLURM_PARTITION", "(none)", "default partition for launchers.slurm / remote"),
     ("LAZYTUNE_QUIET", "0", "1: no progress bar or streamed logs (CI)"),
     ("LAZYTUNE_<BACKEND>_PYTHON", "managed env, else this Python", "interpreter a backend's steps run with"),
+    ("LAZYTUNE_TORCH_INDEX_URL", "(none)", "extra pip index for torch in `lazytune env install`"),
 )
 
 
