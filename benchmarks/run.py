@@ -7,8 +7,8 @@
      plan     the whole `finetune.llamafactory(...).plan()` + writing its files (default validation policy)
      lazyllm  LazyLLM's own builder (`LlamafactoryFinetune._build_temp_dataset_info`), run in benchmarks/.venv-lazyllm
               (created on demand with `pip install lazyllm==1.4.0`)
-2. End-to-end parity (LLaMA-Factory through lazytune vs `llamafactory-cli train` + `export` by hand): runs
-   benchmarks/bench_llamafactory*.py when present (helper scripts owned by the llamafactory backend).
+2. End-to-end parity: the same tiny LoRA SFT through lazytune and through `llamafactory-cli train` + `export` by
+   hand, alternating, several runs each; ratio of medians (benchmarks/e2e_llamafactory.py).
 3. GPU: recorded as skipped unless `nvidia-smi` sees a GPU.
 
 Results: benchmarks/results/<section>-<time>.json and a short table on stdout. Medians of several runs (fewer for
@@ -142,12 +142,14 @@ def overhead(sizes: list[int], data_dir: Path, repeats: int | None, with_lazyllm
             gen_s = time.perf_counter() - started
             row: dict[str, Any] = {"size": label, "bytes": data.stat().st_size, "format": fmt,
                                    "generate_s": round(gen_s, 1)}  # fmt: skip
+            runs: dict[str, list[dict[str, Any]]] = {what: [] for what in whats}
+            for _ in range(repeats_for(size, repeats)):  # round-robin: a change in machine load hits every method
+                for what in whats:
+                    runs[what].append(measure_once(what, data, data_dir / f"work-{what}", lazyllm))
             for what in whats:
-                n = repeats_for(size, repeats)
-                runs = [measure_once(what, data, data_dir / f"work-{what}", lazyllm) for _ in range(n)]
-                row[what] = summarize(runs)
+                row[what] = summarize(runs[what])
                 if what == "lazyllm" and "error" not in row[what]:  # LazyLLM warns and goes on when it can't parse
-                    info = runs[-1].get("dataset_info") or {}
+                    info = runs[what][-1].get("dataset_info") or {}
                     row[what]["columns_detected"] = any("columns" in v for v in info.values())
                 if what == "plan" and "error" not in row[what]:
                     row[what]["validated_every_record"] = size < VALIDATE_BELOW
@@ -175,12 +177,12 @@ def table(result: dict[str, Any]) -> str:
     head = ("size", "fmt", "sniff s", "validate s", "plan s", "lazyllm s", "validate/lazyllm", "peak MB lt/ll")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
-        ll = r.get("lazyllm", {"error": "skipped"})
+        ll = r.get("lazyllm", {"error": "not measured"})
 
         def s(c: dict[str, Any]) -> str:
-            return "err" if "error" in c else f"{c['median_s']:.3f}"
+            return ("-" if c.get("error") == "not measured" else "err") if "error" in c else f"{c['median_s']:.3f}"
 
-        mem = f"{r['validate'].get('peak_rss_mb', '-')}/{ll.get('peak_rss_mb', ll.get('error', '-'))}"
+        mem = f"{r['validate'].get('peak_rss_mb', '-')}/{ll.get('peak_rss_mb', '-')}"
         lines.append(f"| {r['size']} | {r['format']} | {s(r['sniff'])} | {s(r['validate'])} | {s(r['plan'])} | "
                      f"{s(ll)} | {ratio(r['validate'], ll, 'median_s')} | {mem} |")  # fmt: skip
     return "\n".join(lines)
@@ -197,22 +199,17 @@ def flat(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def e2e(quick: bool) -> dict[str, Any]:
-    """LLaMA-Factory parity, by the llamafactory backend's own benchmark scripts (when they exist)."""
-    scripts = sorted(p for p in HERE.glob("bench_llamafactory*.py"))
-    if not scripts:
-        return {"skipped": "no benchmarks/bench_llamafactory*.py in this checkout"}
-    out: dict[str, Any] = {}
-    for script in scripts:
-        argv = [sys.executable, "-m", f"benchmarks.{script.stem}"] + (["--quick"] if quick else [])
-        before = load()
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
-        )
-        out[script.stem] = {"argv": argv, "exit_code": proc.returncode, "load": [before, load()],
-                            "stdout_tail": proc.stdout[-4000:], "stderr_tail": proc.stderr[-2000:]}  # fmt: skip
-        print(proc.stdout[-4000:], flush=True)
-    return out
+def e2e(runs: int) -> dict[str, Any]:
+    """LLaMA-Factory parity: lazytune vs `llamafactory-cli train` + `export` by hand (see e2e_llamafactory.py)."""
+    from .e2e_llamafactory import run
+
+    print(
+        f"end-to-end parity: tiny LoRA SFT through lazytune vs llamafactory-cli by hand, {runs} runs each", flush=True
+    )
+    try:
+        return run(runs)
+    except Exception as exc:  # a broken environment is a result to report, not a crash of the whole benchmark
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def gpu() -> dict[str, Any]:
@@ -234,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 5 / 3 / 1 by size)")
     ap.add_argument("--no-lazyllm", action="store_true", help="skip the LazyLLM side-by-side")
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end LLaMA-Factory parity runs")
+    ap.add_argument("--e2e-runs", type=int, default=3, help="end-to-end runs per side (default 3)")
     ap.add_argument("--data-dir", type=Path, default=None, help="where generated files go (default: a temp folder)")
     ap.add_argument("--keep-data", action="store_true", help="keep the generated files")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results go (benchmarks/results)")
@@ -248,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adapter overhead ({', '.join(f'{s >> 20} MB' for s in sizes)}; data in {data_dir})", flush=True)
         report["overhead"] = overhead(sizes, data_dir, args.repeats, not args.no_lazyllm)
         report["overhead"]["sniff_flat"] = flat(report["overhead"])
-        report["e2e"] = {"skipped": "--quick / --no-e2e"} if args.quick or args.no_e2e else e2e(args.quick)
+        report["e2e"] = {"skipped": "--quick / --no-e2e"} if args.quick or args.no_e2e else e2e(args.e2e_runs)
         report["gpu"] = gpu()
     finally:
         if not args.keep_data:
@@ -259,9 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table(report["overhead"]))
     print(f"\nsniff flat in size: {json.dumps(report['overhead']['sniff_flat'])}")
+    parity = report["e2e"]
+    if "ratio_of_medians" in parity:
+        med = parity["median_s"]
+        print(
+            f"\nend-to-end (n={parity['runs']} each): lazytune {med['lazytune']:.2f} s, "
+            f"by hand {med['by_hand']:.2f} s, ratio of medians {parity['ratio_of_medians']:.3f}; lazytune's own time "
+            f"(wall less LLaMA-Factory's steps) {parity['lazytune_own_median_s']:.2f} s"
+        )
     for key in ("e2e", "gpu"):
-        if "skipped" in report[key]:
-            print(f"{key}: skipped ({report[key]['skipped']})")
+        if "skipped" in report[key] or "error" in report[key]:
+            print(f"{key}: {report[key].get('skipped') or report[key].get('error')}")
     print(f"\nwrote {out} ({report['seconds']} s; load average {report['machine']['loadavg_start'][0]:.2f} -> "
           f"{report['machine']['loadavg_end'][0]:.2f} on {report['machine']['cpus']} CPUs)")  # fmt: skip
     return 0
