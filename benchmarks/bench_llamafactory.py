@@ -118,6 +118,12 @@ def bench_plan(gigabytes: float) -> None:
         big.unlink()
 
 
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def by_hand(run_dir: Path, out: Path) -> float:
     """`llamafactory-cli train` + `export` with lazytune's YAML files, outputs redirected to `out`."""
     cli = str(Path(backend_python("llamafactory")).parent / "llamafactory-cli")
