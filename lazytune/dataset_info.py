@@ -114,6 +114,8 @@ def _sharegpt(sniffed: Sniffed, cols: set[str], media: dict[str, str]) -> tuple[
     for tag, known in (("user_tag", USER), ("assistant_tag", ASSISTANT), ("observation_tag", OBSERVATION),
                        ("function_tag", FUNCTION), ("system_tag", SYSTEM)):  # fmt: skip
         used = [r for r in known if r in roles]
+        if len(used) > 1:  # LF takes one value per tag: the other messages would be dropped as invalid
+            raise DataError(f"messages mix the {role!r} values {used}: use one spelling per file", sniffed.path)
         if used:
             tags[tag] = used[0]
     unknown = roles - {*USER, *ASSISTANT, *OBSERVATION, *FUNCTION, *SYSTEM}

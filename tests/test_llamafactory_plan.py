@@ -315,6 +315,10 @@ def test_bad_files_fail_before_anything_starts(tmp_path: Path) -> None:
     roles.write_text(json.dumps({"messages": [{"role": "human", "content": "hi"}, {"role": "robot", "content": "x"}]}))
     with pytest.raises(DataError, match="unknown message 'role' value.*robot"):
         plan_of(tmp_path, roles)
+    roles.write_text(json.dumps({"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "x"},
+                                              {"role": "user", "content": "hi"}, {"role": "gpt", "content": "x"}]}))
+    with pytest.raises(DataError, match="mix the 'role' values"):
+        plan_of(tmp_path, roles)
     assert not (tmp_path / "target").exists()
 
 
