@@ -157,7 +157,15 @@ def bench_overhead(runs: int) -> None:
             ours.append(time.perf_counter() - t0)
             manifest = json.loads((target / "lazytune_run.json").read_text())
             steps = {s["name"]: s["seconds"] for s in manifest["job"]["steps"]}
-            theirs.append(by_hand(Path(manifest["plan"]["run_dir"]), root / f"by-hand-{i}"))
+            hand = root / f"by-hand-{i}"
+            theirs.append(by_hand(Path(manifest["plan"]["run_dir"]), hand))
+            hand_log = [json.loads(x) for x in (hand / "lora" / "trainer_log.jsonl").read_text().splitlines()]
+            same = {
+                "adapter": sha256(target / "lazyllm_lora/adapter_model.safetensors")
+                == sha256(hand / "lora/adapter_model.safetensors"),
+                "merged": sha256(target / "lazyllm_merge/model.safetensors")
+                == sha256(hand / "merge/model.safetensors"),
+            }
             report(
                 what="run",
                 i=i,
@@ -165,6 +173,8 @@ def bench_overhead(runs: int) -> None:
                 lazytune_steps_s=steps,
                 by_hand_s=round(theirs[-1], 2),
                 final_loss=manifest["metrics"].get("final_loss"),
+                by_hand_final_loss=[e["loss"] for e in hand_log if "loss" in e][-1],
+                identical_files=same,
             )
         m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
         report(
