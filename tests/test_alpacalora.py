@@ -257,3 +257,18 @@ def test_merge_script_copies_globs_and_never_overwrites_merged_files(tiny_folder
     copied = merge_lora.copy_matching(tiny_folder_model, ["tokeniz*", "*.json"], out)
     assert sorted(copied) == ["tokenizer.json", "tokenizer.model", "tokenizer_config.json"]  # no folder, no config
     assert json.loads((out / "config.json").read_text()) == {"merged": True}
+
+
+def test_resume_skips_checkpoints_killed_while_saving(tmp_path: Path) -> None:
+    """SIGKILL during a save can leave trainer_state.json missing, empty or cut short: resume uses an older one."""
+    spec = importlib.util.spec_from_file_location("alpacalora_train", script("alpacalora_train.py"))
+    trainer_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer_script)
+    for step, state in ((2, '{"global_step": 2}'), (3, '{"global_step": 3}'), (4, ""), (5, '{"global_st'), (6, None)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-x").mkdir()
+    assert trainer_script.last_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
+    assert trainer_script.last_checkpoint(tmp_path / "checkpoint-6") is None

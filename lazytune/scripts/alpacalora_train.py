@@ -215,10 +215,17 @@ def jsonl_logger(path: Path):
     return JsonlLog()
 
 
+def complete(checkpoint: Path) -> bool:
+    """trainer_state.json is written last: a run killed mid-save leaves it missing, empty or cut short."""
+    try:
+        return isinstance(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint (trainer_state.json is written last: a run killed mid-save leaves none)."""
-    found = [p for p in output_dir.glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    """The newest complete checkpoint-N folder."""
+    found = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and complete(p)]
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
