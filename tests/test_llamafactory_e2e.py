@@ -102,8 +102,8 @@ def test_dpo_lora_sharegpt_pairs(lf_python: str, model: Path, tmp_path: Path) ->
     assert manifest(target)["metrics"]["final_loss"] is not None
 
 
-@pytest.mark.parametrize(("stage", "make"), [("rm", lf_data.pairs), ("kto", lf_data.kto), ("orpo", lf_data.pairs)])
-def test_rm_kto_orpo_full(model: Path, tmp_path: Path, stage: str, make) -> None:
+@pytest.mark.parametrize(("stage", "make"), [("rm", lf_data.pairs), ("kto", lf_data.kto)])
+def test_rm_kto_full(model: Path, tmp_path: Path, stage: str, make) -> None:
     target = tmp_path / stage
     trainer = finetune.llamafactory(model, target, launcher=quiet(), stage=stage, finetuning_type="full",
                                     **{**FAST, "num_train_epochs": 1})  # fmt: skip
