@@ -39,7 +39,7 @@ def test_bar_advances_while_a_real_run_writes_its_log(tmp_path: Path, tiny_folde
 
 def test_cli_progress_bar_from_the_log(tmp_path: Path, tiny_folder_model: Path) -> None:
     out = lazytune("train", "dummy", "--base", tiny_folder_model, "--target", tmp_path / "t", "steps_per_epoch=6",
-                   "sleep=0.3", "--progress", "bar")  # fmt: skip
+                   "sleep=0.5", "--progress", "bar")  # fmt: skip
     assert out.returncode == 0, out.stderr
     frames = re.findall(r"(\d+)/6 \[", out.stderr)  # tqdm redraws: "dummy:  50%|█████     | 3/6 [00:01<..."
     steps = [int(f) for f in frames]
@@ -48,7 +48,7 @@ def test_cli_progress_bar_from_the_log(tmp_path: Path, tiny_folder_model: Path) 
 
 
 def test_cli_lines_and_quiet(tmp_path: Path, tiny_folder_model: Path) -> None:
-    base = ["train", "dummy", "--base", tiny_folder_model, "steps_per_epoch=10", "sleep=0.05"]
+    base = ["train", "dummy", "--base", tiny_folder_model, "steps_per_epoch=10", "sleep=0.2"]
     lines = lazytune(*base, "--target", tmp_path / "a", "--progress", "lines")
     assert "dummy step 10/10 (100%) loss=0.2" in lines.stderr
     assert lines.stderr.count("lazytune: dummy step") >= 2
