@@ -171,3 +171,12 @@ def test_malformed_data_is_exit_2_with_file_and_line(tmp_path: Path, tiny_folder
     out = lazytune("plan", "alpacalora", "--base", tiny_folder_model, "--target", tmp_path / "t", "--data", bad)
     assert out.returncode == 2
     assert f"{bad}, line 2: invalid JSON" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_config_may_hold_the_data(tmp_path: Path, tiny_folder_model: Path, alpaca_file: Path) -> None:
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"data: [{alpaca_file}]\nsteps_per_epoch: 2\n")
+    out = lazytune("plan", "dummy", "--base", tiny_folder_model, "--target", tmp_path / "t", "-c", config, "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["data"] == [str(alpaca_file)] and plan["options"]["steps_per_epoch"] == 2
