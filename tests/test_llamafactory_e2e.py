@@ -5,11 +5,13 @@ Needs the llamafactory environment (`lazytune env install llamafactory`); each r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 import launchers
 from lazytune import JobFailed, finetune
@@ -67,6 +69,16 @@ def test_sft_lora_alpaca_adapter_and_merged_model(lf_python: str, model: Path, t
     assert m["versions"]["llamafactory"] == "0.9.5"
     assert isinstance(m["metrics"]["final_loss"], float) and m["metrics"]["steps"] == 6
 
+    # The same train.yaml run by hand gives the very same adapter (lazytune adds nothing the YAML doesn't say).
+    by_hand = yaml.safe_load((Path(m["plan"]["run_dir"]) / "train.yaml").read_text())
+    by_hand["output_dir"] = str(tmp_path / "by hand")
+    (tmp_path / "by_hand.yaml").write_text(yaml.safe_dump(by_hand))
+    cli = Path(lf_python).parent / "llamafactory-cli"
+    proc = subprocess.run([str(cli), "train", str(tmp_path / "by_hand.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ours, theirs = lora / "adapter_model.safetensors", tmp_path / "by hand" / "adapter_model.safetensors"
+    assert hashlib.sha256(ours.read_bytes()).digest() == hashlib.sha256(theirs.read_bytes()).digest()
+
 
 def test_sharegpt_both_tag_styles_full_and_called_twice(model: Path, tmp_path: Path) -> None:
     data = [lf_data.sharegpt(tmp_path / "a" / "train.json"), lf_data.openai_messages(tmp_path / "b" / "train.jsonl")]
@@ -96,8 +108,10 @@ def test_pt_plain_text_freeze(model: Path, tmp_path: Path) -> None:
 
 def test_dpo_lora_sharegpt_pairs(lf_python: str, model: Path, tmp_path: Path) -> None:
     target = tmp_path / "dpo"
-    merged = finetune.llamafactory(model, target, launcher=quiet(), stage="dpo", **FAST)(
-        lf_data.sharegpt_pairs(tmp_path / "prefs.json"))
+    merged = finetune.llamafactory(model, target, launcher=quiet(), stage="dpo", use_dora=True, use_rslora=True,
+                                   **FAST)(lf_data.sharegpt_pairs(tmp_path / "prefs.json"))  # fmt: skip
+    adapter = json.loads((target / "lazyllm_lora" / "adapter_config.json").read_text())
+    assert adapter["use_dora"] is True and adapter["use_rslora"] is True  # the LoRA variants pass through
     assert check_merged(lf_python, model, Path(merged))["max_weight_diff"] > 1e-6
     assert manifest(target)["metrics"]["final_loss"] is not None
 
