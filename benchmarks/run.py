@@ -8,7 +8,8 @@
      lazyllm  LazyLLM's own builder (`LlamafactoryFinetune._build_temp_dataset_info`), run in benchmarks/.venv-lazyllm
               (created on demand with `pip install lazyllm==1.4.0`)
 2. End-to-end parity: the same tiny LoRA SFT through lazytune and through `llamafactory-cli train` + `export` by
-   hand, alternating, several runs each; ratio of medians (benchmarks/e2e_llamafactory.py).
+   hand, several runs each; ratio of medians, lazytune's own time, identical outputs (benchmarks/bench_llamafactory.py,
+   owned by the llamafactory backend, run from here).
 3. GPU: recorded as skipped unless `nvidia-smi` sees a GPU.
 
 Results: benchmarks/results/<section>-<time>.json and a short table on stdout. Medians of several runs (fewer for
@@ -200,16 +201,33 @@ def flat(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def e2e(runs: int) -> dict[str, Any]:
-    """LLaMA-Factory parity: lazytune vs `llamafactory-cli train` + `export` by hand (see e2e_llamafactory.py)."""
-    from .e2e_llamafactory import run
-
-    print(
-        f"end-to-end parity: tiny LoRA SFT through lazytune vs llamafactory-cli by hand, {runs} runs each", flush=True
+    """LLaMA-Factory parity, measured by the llamafactory backend's own benchmarks/bench_llamafactory.py:
+    `overhead` (lazytune vs `llamafactory-cli train` + `export` by hand on the same YAML, output files compared by
+    hash) and `imports`. Adds lazytune's own time per run: its wall time less its steps' time (from the manifest)."""
+    script = HERE / "bench_llamafactory.py"
+    if not script.is_file():
+        return {"skipped": f"{script.name} is not in this checkout"}
+    print(f"end-to-end parity: {script.name} overhead --runs {runs} (tiny LoRA SFT, lazytune vs by hand)", flush=True)
+    out: dict[str, Any] = {"load": [load()]}
+    for argv in (["overhead", "--runs", str(runs)], ["imports"]):
+        proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, cwd=REPO)
+        lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0:
+            return {"error": f"{script.name} {argv[0]} exited {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+        out[argv[0]] = lines
+    out["load"].append(load())
+    runs_ = [r for r in out["overhead"] if r.get("what") == "run"]
+    summary = next((r for r in out["overhead"] if r.get("what") == "overhead"), {})
+    own = [round(r["lazytune_s"] - sum(r["lazytune_steps_s"].values()), 3) for r in runs_]
+    out.update(
+        runs=len(runs_),
+        median_s={"lazytune": summary.get("lazytune_median_s"), "by_hand": summary.get("by_hand_median_s")},
+        ratio_of_medians=summary.get("ratio"),
+        lazytune_own_s=own,
+        lazytune_own_median_s=statistics.median(own) if own else None,
+        identical_files=[r.get("identical_files") for r in runs_],
     )
-    try:
-        return run(runs)
-    except Exception as exc:  # a broken environment is a result to report, not a crash of the whole benchmark
-        return {"error": f"{type(exc).__name__}: {exc}"}
+    return out
 
 
 def gpu() -> dict[str, Any]:
@@ -263,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nend-to-end (n={parity['runs']} each): lazytune {med['lazytune']:.2f} s, "
             f"by hand {med['by_hand']:.2f} s, ratio of medians {parity['ratio_of_medians']:.3f}; lazytune's own time "
-            f"(wall less LLaMA-Factory's steps) {parity['lazytune_own_median_s']:.2f} s"
+            f"(wall less LLaMA-Factory's steps) {parity['lazytune_own_median_s']:.2f} s; identical adapter/merged "
+            f"files: {parity['identical_files']}"
         )
     for key in ("e2e", "gpu"):
         if "skipped" in report[key] or "error" in report[key]:
