@@ -233,7 +233,9 @@ def test_fake_gpus_and_secret_environment(slurm_cluster: str, tmp_path: Path) ->
 
 
 def test_multi_node_torchrun_rendezvous(slurm_cluster: str, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+    from tests.helpers.models import ml_python
+
+    python = ml_python("alpacalora")  # a backend environment's Python has torch (the project's venv need not)
     script = tmp_path / "allreduce.py"
     script.write_text(
         "import os, torch, torch.distributed as dist\n"
@@ -244,7 +246,7 @@ def test_multi_node_torchrun_rendezvous(slurm_cluster: str, tmp_path: Path) -> N
         "dist.destroy_process_group()\n"
     )
     steps = [
-        Step("allreduce", [sys.executable, str(script)], log=tmp_path / "dist.log", distributed=True),
+        Step("allreduce", [python, str(script)], log=tmp_path / "dist.log", distributed=True),
         Step("after", ["echo", "merge-like step on the first node"], log=tmp_path / "after.log"),
     ]
     job = launcher(slurm_cluster, nnodes=2, ntasks_per_node=2).run(steps, name="lazytune-test-2nodes")
