@@ -175,11 +175,11 @@ def test_ppo_with_a_reward_model(lf_python: str, model: Path, tmp_path: Path) ->
     here; the LoRA merge runs in the main env."""
     env_python("llamafactory-ppo")
     reward = finetune.llamafactory(model, tmp_path / "rm", launcher=quiet(), stage="rm", finetuning_type="full",
-                                   **{**FAST, "num_train_epochs": 1})(lf_data.pairs(tmp_path / "pairs.json"))
+                                   **{**FAST, "num_train_epochs": 1})(lf_data.pairs(tmp_path / "pairs.json", n=4))
     target = tmp_path / "ppo"
     trainer = finetune.llamafactory(model, target, launcher=quiet(), stage="ppo", reward_model=reward,
-                                    reward_model_type="full", max_new_tokens=8, **{**FAST, "num_train_epochs": 1})
-    merged = trainer(lf_data.alpaca(tmp_path / "prompts.json"))
+                                    reward_model_type="full", max_new_tokens=4, **{**FAST, "num_train_epochs": 1})
+    merged = trainer(lf_data.alpaca(tmp_path / "prompts.json", n=8))
     assert (target / "lazyllm_lora" / "value_head.safetensors").is_file()
     assert check_merged(lf_python, model, Path(merged))["generated"] > 0
-    assert manifest(target)["metrics"]["steps"] == 3
+    assert manifest(target)["metrics"]["steps"] == 2
