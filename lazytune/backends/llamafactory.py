@@ -5,6 +5,11 @@
 Keywords are LLaMA-Factory's own keys (checked against keys.json, typos fail with did-you-mean) over our template
 configs/llama_factory/sft.yaml; `config_path` / `export_config_path` YAMLs are checked the same way. The run folder
 gets train.yaml, export.yaml and dataset_info.json: `llamafactory-cli train <run>/train.yaml` by hand does the same.
+
+Several processes (GPUs, or `launchers.local(nproc=2)` on CPU with gloo): the train step is `python -m
+llamafactory.launcher train.yaml`, the module LF's own FORCE_TORCHRUN path starts under torchrun, and the launcher
+wraps it in torchrun (or srun + torchrun on SLURM). Same processes and the same adapter as `FORCE_TORCHRUN=1
+NPROC_PER_NODE=2 llamafactory-cli train`, without LF re-splitting the command line on spaces.
 """
 
 from __future__ import annotations
