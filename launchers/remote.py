@@ -54,7 +54,8 @@ def resolve_name(
 def local_kwargs(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Translate launchers.slurm options for launchers.local: (kwargs for local, names of the dropped options)."""
     out = dict(kwargs)
-    dropped = [k for k in SLURM_ONLY if k in out and out[k] not in (None, (), [], 1 if k == "nnodes" else None)]
+    unset = {"nnodes": 1}  # values that ask for nothing a local run lacks
+    dropped = [k for k in SLURM_ONLY if k in out and out[k] not in (None, (), [], unset.get(k))]
     for k in SLURM_ONLY:
         out.pop(k, None)
     ntasks = out.pop("ntasks_per_node", None)
