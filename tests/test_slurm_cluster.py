@@ -242,18 +242,21 @@ def test_multi_node_torchrun_rendezvous(slurm_cluster: str, tmp_path: Path) -> N
         "dist.init_process_group('gloo')\n"
         "t = torch.tensor([dist.get_rank() + 1.0]); dist.all_reduce(t)\n"
         'print(f"rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f} '
-        "node={os.environ.get('SLURMD_NODENAME')} master={os.environ.get('MASTER_ADDR')}\", flush=True)\n"
+        "node={os.environ.get('SLURMD_NODENAME')} master={os.environ.get('MASTER_ADDR')} "
+        "cvd={os.environ.get('CUDA_VISIBLE_DEVICES')}\", flush=True)\n"
         "dist.destroy_process_group()\n"
     )
     steps = [
         Step("allreduce", [python, str(script)], log=tmp_path / "dist.log", distributed=True),
         Step("after", ["echo", "merge-like step on the first node"], log=tmp_path / "after.log"),
     ]
-    job = launcher(slurm_cluster, nnodes=2, ntasks_per_node=2).run(steps, name="lazytune-test-2nodes")
+    # one fake GPU per node: srun hands each node's torchrun its own gres (CUDA_VISIBLE_DEVICES); gloo trains on CPU
+    job = launcher(slurm_cluster, nnodes=2, ntasks_per_node=2, ngpus=1).run(steps, name="lazytune-test-2nodes")
     log = (tmp_path / "dist.log").read_text()
     ranks = sorted(line for line in log.splitlines() if line.startswith("rank="))
     assert len(ranks) == 4 and all("world=4 sum=10" in r for r in ranks), log
     assert {r.split("node=")[1].split()[0] for r in ranks} == {"ltnode1", "ltnode2"}, log
+    assert all("cvd=0" in r for r in ranks), log
     assert job.state is JobState.COMPLETED
 
 
