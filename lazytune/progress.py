@@ -47,15 +47,16 @@ def step_of(entry: dict[str, Any]) -> tuple[int | None, int | None]:
 
 
 def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Steps done, total steps and the last loss from log entries (for `lazytune jobs` and the manifest)."""
+    """Steps done, total steps, first and last loss from log entries (for `lazytune jobs` and the manifest)."""
     step = total = None
-    loss = None
+    losses = []
     for e in entries:
         s, t = step_of(e)
         step, total = s if s is not None else step, t if t is not None else total
         if isinstance(e.get("loss"), (int, float)):
-            loss = e["loss"]
-    return {"step": step, "total_steps": total, "final_loss": loss}
+            losses.append(e["loss"])
+    return {"step": step, "total_steps": total, "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None}
 
 
 class LogFollower:

@@ -93,7 +93,7 @@ def test_hf_trainer_log_history_format(tmp_path: Path) -> None:
         {"step": 10, "max_steps": 20, "eval_loss": 1.3},
     ]) + "\n")  # fmt: skip
     assert summarize([json.loads(x) for x in log.read_text().splitlines()]) == {
-        "step": 10, "total_steps": 20, "final_loss": 1.2,
+        "step": 10, "total_steps": 20, "first_loss": 1.5, "final_loss": 1.2,
     }  # fmt: skip
     out = io.StringIO()
     with watch(log, "lines", out, desc="ours", interval=0.01):

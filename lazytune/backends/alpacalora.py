@@ -206,13 +206,9 @@ class AlpacaloraFinetune(Finetune):
         return plan.target.lora / "trainer_log.jsonl"
 
     def metrics(self, plan: Plan) -> dict[str, Any]:
-        entries = read_trainer_log(plan.target.lora / "trainer_log.jsonl")
-        losses = [e["loss"] for e in entries if "loss" in e]
-        evals = [e["eval_loss"] for e in entries if "eval_loss" in e]
-        out: dict[str, Any] = {"steps": entries[-1]["current_steps"] if entries else 0,
-                               "first_loss": losses[0] if losses else None,
-                               "final_loss": losses[-1] if losses else None,
-                               "final_eval_loss": evals[-1] if evals else None}  # fmt: skip
+        out = super().metrics(plan)
+        evals = [e["eval_loss"] for e in read_trainer_log(plan.target.lora / "trainer_log.jsonl") if "eval_loss" in e]
+        out["final_eval_loss"] = evals[-1] if evals else None
         try:
             stats = json.loads((plan.target.lora / "train_data_stats.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

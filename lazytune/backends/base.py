@@ -25,6 +25,7 @@ from ..data import is_url, resolve_data
 from ..errors import ConfigError, ModelNotFoundError, TargetExistsError
 from ..options import OptionSpec
 from ..plan import Plan, Target
+from ..progress import read_trainer_log, summarize
 from ..run import Run
 
 DataArg = str | os.PathLike | Sequence[str | os.PathLike] | None
@@ -176,8 +177,14 @@ class Finetune(abc.ABC):
         return [f"missing {p}" for p in (plan.target.lora, plan.target.merge) if not _non_empty(p)]
 
     def metrics(self, plan: Plan) -> dict[str, Any]:
-        """Numbers read from the run's own logs (final loss, steps) for the manifest."""
-        return {}
+        """Numbers for the manifest, read from the run's own log (`progress_log`): steps, first and final loss.
+        Backends with more to report extend this."""
+        log = self.progress_log(plan)
+        if log is None:
+            return {}
+        summary = summarize(read_trainer_log(log))
+        return {"steps": summary["step"] or 0, "total_steps": summary["total_steps"],
+                "first_loss": summary["first_loss"], "final_loss": summary["final_loss"]}
 
     def progress_log(self, plan: Plan) -> Path | None:
         """The backend's own JSON-lines training log (LLaMA-Factory's trainer_log.jsonl format: current_steps,

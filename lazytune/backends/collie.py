@@ -231,10 +231,3 @@ class CollieFinetune(Finetune):
     def progress_log(self, plan: Plan) -> Path:
         """collie_train.py's LLaMA-Factory style trainer_log.jsonl (written by rank 0)."""
         return plan.target.lora / "trainer_log.jsonl"
-
-    def metrics(self, plan: Plan) -> dict[str, Any]:
-        from ..progress import read_trainer_log
-
-        entries = read_trainer_log(plan.target.lora / "trainer_log.jsonl")
-        losses = [e["loss"] for e in entries if "loss" in e]
-        return {"steps": len(entries), "final_loss": losses[-1] if losses else None}

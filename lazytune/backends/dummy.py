@@ -67,10 +67,3 @@ class DummyFinetune(Finetune):
 
     def progress_log(self, plan: Plan) -> Path:
         return plan.target.lora / "trainer_log.jsonl"
-
-    def metrics(self, plan: Plan) -> dict[str, Any]:
-        from ..progress import read_trainer_log
-
-        entries = read_trainer_log(plan.target.lora / "trainer_log.jsonl")
-        losses = [e["loss"] for e in entries if "loss" in e]
-        return {"steps": len(entries), "final_loss": losses[-1] if losses else None}

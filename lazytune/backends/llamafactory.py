@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from launchers import Launcher, Step
 
 from ..dataset_info import dataset_info
 from ..errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
+from ..gpu_table import supports_bf16
 from ..llamafactory_keys import (
     MANAGED,
     config_dir,
@@ -38,13 +38,10 @@ from ..llamafactory_keys import (
 )
 from ..options import OptionSpec, raise_problems
 from ..plan import FileSpec, Plan
-from ..progress import read_trainer_log
 from ..run import __version__
 from ..templates import check_tokenizer, template_for
 from .base import Finetune, backend_python, script
 
-BF16_GPUS = re.compile(r"A100|A800|H100|H800|H200|H20\b|GH200|B100|B200|GB200|L40|L20|\bL4\b|A10|A30|A40|A6000|"
-                       r"RTX ?(30|40|50)\d\d|RTX A\d000|RTX \d000 Ada|Ada", re.IGNORECASE)  # fmt: skip
 PRECISION_KEYS = ("fp16", "bf16", "pure_bf16")
 
 
@@ -218,7 +215,7 @@ class LlamafactoryFinetune(Finetune):
                 raise ConfigError("quantization_bit (QLoRA, bitsandbytes) needs a CUDA GPU; this launcher runs on CPU")
             return
         if not chosen and not any(k in o for k in PRECISION_KEYS):
-            o["bf16" if BF16_GPUS.search(topo.gpu_name or "") else "fp16"] = True
+            o["bf16" if supports_bf16(topo.gpu_name) else "fp16"] = True
             plan.notes.append(f"precision: {'bf16' if o.get('bf16') else 'fp16'} for {topo.gpu_name or 'GPU'}")
 
     # -- results ---------------------------------------------------------------------------------------------------
@@ -238,16 +235,11 @@ class LlamafactoryFinetune(Finetune):
 
     def metrics(self, plan: Plan) -> dict[str, Any]:
         """Final loss and steps from LF's trainer_log.jsonl (train_results.json when no step was logged)."""
-        entries = read_trainer_log(plan.target.lora / "trainer_log.jsonl")
-        losses = [e["loss"] for e in entries if isinstance(e.get("loss"), (int, float))]
-        steps = [e["current_steps"] for e in entries if isinstance(e.get("current_steps"), int)]
-        out: dict[str, Any] = {"steps": max(steps, default=0), "final_loss": losses[-1] if losses else None}
+        out = super().metrics(plan)
         try:
             results = json.loads((plan.target.lora / "train_results.json").read_text())
         except (OSError, ValueError):
             results = {}
-        if entries:
-            out["total_steps"] = entries[-1].get("total_steps")
         out.update({k: results[k] for k in ("train_loss", "train_runtime", "epoch") if k in results})
         if out["final_loss"] is None and "train_loss" in results:
             out["final_loss"] = results["train_loss"]
