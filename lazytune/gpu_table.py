@@ -49,6 +49,19 @@ KNOWN_GPUS: tuple[GpuType, ...] = (
 )
 
 
+# bf16-capable families (Ampere and newer) for GPUs the table does not list by name.
+BF16_NAMES = re.compile(r"A100|A800|H100|H800|H200|H20\b|GH200|B100|B200|GB200|L40|L20|\bL4\b|A10|A30|A40|A6000|"
+                        r"RTX ?(30|40|50)\d\d|RTX A\d000|RTX \d000 Ada|Ada", re.IGNORECASE)  # fmt: skip
+
+
+def supports_bf16(gpu_name: str | None) -> bool:
+    """Whether a GPU (as nvidia-smi, a SLURM gres or a user names it) computes in bf16; False for None (CPU)."""
+    if not gpu_name:
+        return False
+    known = lookup_gpu(gpu_name)
+    return known.bf16 if known else bool(BF16_NAMES.search(gpu_name))
+
+
 def _normalise(name: str) -> str:
     text = name.lower()
     for word in ("nvidia", "geforce", "tesla", "rtx", "pcie", "sxm5", "sxm4", "sxm2", "hbm3e", "hbm3", "nvl"):
@@ -184,5 +197,5 @@ def hardware(launcher: Launcher | None, gpu_type: str | None = None, gpu_memory_
             raise ConfigError(f"cannot tell the memory of GPU {name or '(unknown type)'} ({source}): "
                               "pass gpu_type= (e.g. 'A100-80G') or gpu_memory_gb=")  # fmt: skip
         memory = known.memory_gb
-    bf16 = known.bf16 if known else True
+    bf16 = known.bf16 if known else supports_bf16(name)
     return Hardware(known.name if known else (name or "GPU"), memory, count, bf16, source, fixed)

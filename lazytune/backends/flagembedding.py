@@ -19,6 +19,7 @@ from typing import Any
 from launchers import Step
 
 from ..errors import ConfigError, OptionsError
+from ..gpu_table import supports_bf16
 from ..options import OptionSpec
 from ..plan import FileSpec, Plan
 from ..run import package_versions
@@ -36,7 +37,6 @@ from .flagembedding_args import (
     validate_kind_options,
 )
 from .flagembedding_data import check_data
-from .llamafactory import BF16_GPUS  # one list of bf16-capable GPU names for every backend
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "tokenizer.model")
@@ -123,7 +123,7 @@ class FlagembeddingFinetune(Finetune):
                 problems.append("fp16=True needs a GPU and this run is on CPU; pass fp16=False (or bf16=True)")
             o["fp16"] = None
             plan.notes.append("fp16 left off: no GPU (LazyLLM's default fp16=True applies on GPUs only)")
-        if o.get("bf16") and topo.gpu_name and not BF16_GPUS.search(topo.gpu_name):
+        if o.get("bf16") and topo.gpu_name and not supports_bf16(topo.gpu_name):
             problems.append(f"bf16=True but {topo.gpu_name} has no bf16 support; pass fp16=True instead")
         if o.get("fp16") and o.get("bf16"):
             problems.append("fp16=True and bf16=True: choose one")
