@@ -7,7 +7,6 @@ LAZYTUNE_UPDATE_SNAPSHOTS=1 pytest tests/test_llamafactory_plan.py
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,9 +21,9 @@ from lazytune.dataset_info import unique_names
 from lazytune.plan import Plan
 from lazytune.templates import FAMILIES, template_for
 from tests.helpers import lf_data
+from tests.helpers.snapshots import check_snapshot as check_stored
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "llamafactory"
-UPDATE = os.environ.get("LAZYTUNE_UPDATE_SNAPSHOTS") == "1"
 
 
 class GpuLauncher(Launcher):
@@ -69,13 +68,7 @@ def normalized(plan: Plan, text: str, tmp_path: Path) -> str:
 
 
 def check_snapshot(name: str, text: str) -> None:
-    path = SNAPSHOTS / name
-    if UPDATE or not path.exists():
-        if not UPDATE and os.environ.get("CI"):
-            pytest.fail(f"snapshot {path} is missing; run with LAZYTUNE_UPDATE_SNAPSHOTS=1 and commit it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs from {path}; LAZYTUNE_UPDATE_SNAPSHOTS=1 rewrites it"
+    check_stored(SNAPSHOTS, name, text)
 
 
 # ------------------------------------------------------------------------------------------------ snapshots

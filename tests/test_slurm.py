@@ -33,13 +33,13 @@ from launchers.slurm import (
     sbatch_argv,
     shell_var,
 )
+from tests.helpers.snapshots import check_snapshot as check_stored
 from tests.slurm import fake_slurm
 
 # `launchers.remote` / `launchers.slurm` are the factory functions; these are their modules.
 remote_mod = importlib.import_module("launchers.remote")
 slurm_mod = importlib.import_module("launchers.slurm")
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "slurm"
-UPDATE = os.environ.get("LAZYTUNE_UPDATE_SNAPSHOTS") == "1"
 
 # Folder names that break naive quoting: spaces, both quotes, ;, $(), backslash and a newline.
 NASTY = '/runs/it\'s a "run"; $(touch /tmp/lazytune-pwned) `id` \\ \nnext line'
@@ -47,13 +47,7 @@ PY = "/opt/py env/bin/python"
 
 
 def check_snapshot(name: str, text: str) -> None:
-    path = SNAPSHOTS / name
-    if UPDATE or not path.exists():
-        if not UPDATE and os.environ.get("CI"):
-            pytest.fail(f"snapshot {path} is missing; run with LAZYTUNE_UPDATE_SNAPSHOTS=1 and commit it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs from {path}; LAZYTUNE_UPDATE_SNAPSHOTS=1 rewrites it"
+    check_stored(SNAPSHOTS, name, text)
 
 
 def pipeline(folder: str = NASTY) -> list[Step]:
