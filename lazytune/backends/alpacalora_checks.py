@@ -102,6 +102,7 @@ def check_records(files: list[Path]) -> int:
     for path in files:
         if detect_format(path) == "text":
             raise DataError("alpacalora needs JSON records (instruction, input, output), not plain text", path)
+        before = count
         for line, rec in iter_records(path):
             missing = [k for k in ("instruction", "output") if k not in rec]
             if missing:
@@ -115,4 +116,6 @@ def check_records(files: list[Path]) -> int:
                 if not (isinstance(value, str) or (key == "input" and value is None)):
                     raise DataError(f"{key!r} must be a string, got {type(value).__name__}", path, line)
             count += 1
+        if count == before:
+            raise DataError("no records (an empty array or only blank lines)", path)
     return count
