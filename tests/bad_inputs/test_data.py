@@ -79,13 +79,6 @@ CONTENT_CASES = [
 ]  # fmt: skip
 
 
-#: Backend bugs found by this suite and reported to the backend's owner (the case stays: it passes once fixed).
-KNOWN = {
-    ("alpacalora", "empty_array"): "alpacalora reports 'val_set_size=N leaves no training data: the data has 0 "
-    "records' (an OptionsError without the file name) instead of a DataError naming the empty file",
-}
-
-
 def write_case(case: Case, profile: Profile, root: Path) -> Path:
     path = root / "data" / case.name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +105,7 @@ def test_core_reader(case: Case, tmp_path: Path, small_records: None) -> None:
 # -- through each backend that checks data content -------------------------------------------------------------
 @pytest.mark.parametrize("ws", DATA_READERS, indirect=True)
 @pytest.mark.parametrize("case", CONTENT_CASES, ids=[c.id for c in CONTENT_CASES])
-def test_backend_rejects(ws: Workspace, case: Case, small_records: None, request: pytest.FixtureRequest) -> None:
-    if (ws.profile.name, case.id) in KNOWN:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN[ws.profile.name, case.id], strict=False))
+def test_backend_rejects(ws: Workspace, case: Case, small_records: None) -> None:
     path = write_case(case, ws.profile, ws.root)
     expect_error(ws.profile, ws.model, ws.target, path, case.match, DataError)
 
