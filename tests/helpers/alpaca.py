@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.lf_data import write_records
+
 #: Runs in the backend environment (torch + transformers + peft): compares base, base+adapter and merged model.
 _INSPECT = r"""
 import json, sys
@@ -47,13 +49,7 @@ def alpaca_records(n: int = 12) -> list[dict[str, str]]:
 
 def write_alpaca(path: Path, records: list[Any] | None = None, jsonl: bool = False) -> Path:
     """Write records (default `alpaca_records()`) as a JSON array, or JSON lines when `jsonl`."""
-    records = alpaca_records() if records is None else records
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if jsonl:
-        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    else:
-        path.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    return path
+    return write_records(path, alpaca_records() if records is None else records, jsonl)
 
 
 def inspect_merge(python: str, base: Path, adapter: Path, merged: Path, prompt: str) -> dict[str, Any]:

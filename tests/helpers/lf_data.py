@@ -8,7 +8,8 @@ from pathlib import Path
 N = 12
 
 
-def _write(path: Path, records: list, jsonl: bool = False) -> Path:
+def write_records(path: Path, records: list, jsonl: bool = False) -> Path:
+    """Write records as a JSON array, or JSON lines when `jsonl`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if jsonl:
         path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -20,7 +21,7 @@ def _write(path: Path, records: list, jsonl: bool = False) -> Path:
 def alpaca(path: Path, n: int = N, jsonl: bool = False) -> Path:
     """instruction/input/output records."""
     records = [{"instruction": f"Repeat the number {i}", "input": "", "output": f"{i} {i} {i}"} for i in range(n)]
-    return _write(path, records, jsonl)
+    return write_records(path, records, jsonl)
 
 
 def sharegpt(path: Path, n: int = N) -> Path:
@@ -31,7 +32,7 @@ def sharegpt(path: Path, n: int = N) -> Path:
         for i in range(n)
     ]  # fmt: skip
     records[0]["system"] = "You count."
-    return _write(path, records)
+    return write_records(path, records)
 
 
 def openai_messages(path: Path, n: int = N) -> Path:
@@ -42,7 +43,7 @@ def openai_messages(path: Path, n: int = N) -> Path:
                       {"role": "assistant", "content": "yes" if i % 2 == 0 else "no"}]}
         for i in range(n)
     ]  # fmt: skip
-    return _write(path, records, jsonl=True)
+    return write_records(path, records, jsonl=True)
 
 
 def text(path: Path, n: int = N) -> Path:
@@ -55,7 +56,7 @@ def text(path: Path, n: int = N) -> Path:
 def pairs(path: Path, n: int = N) -> Path:
     """Alpaca-style preference pairs (chosen/rejected) for rm / dpo / orpo."""
     records = [{"instruction": f"Say {i}", "input": "", "chosen": f"{i}", "rejected": f"no {i + 1}"} for i in range(n)]
-    return _write(path, records)
+    return write_records(path, records)
 
 
 def sharegpt_pairs(path: Path, n: int = N) -> Path:
@@ -65,7 +66,7 @@ def sharegpt_pairs(path: Path, n: int = N) -> Path:
          "chosen": {"from": "gpt", "value": f"{i}"}, "rejected": {"from": "gpt", "value": f"no {i + 1}"}}
         for i in range(n)
     ]  # fmt: skip
-    return _write(path, records)
+    return write_records(path, records)
 
 
 def kto(path: Path, n: int = N) -> Path:
@@ -74,4 +75,4 @@ def kto(path: Path, n: int = N) -> Path:
         {"instruction": f"Say {i}", "input": "", "output": f"{i}" if i % 2 else f"no {i}", "kto_tag": bool(i % 2)}
         for i in range(n)
     ]  # fmt: skip
-    return _write(path, records)
+    return write_records(path, records)
