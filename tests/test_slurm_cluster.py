@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -241,9 +242,10 @@ def test_multi_node_torchrun_rendezvous(slurm_cluster: str, tmp_path: Path) -> N
         "import os, torch, torch.distributed as dist\n"
         "dist.init_process_group('gloo')\n"
         "t = torch.tensor([dist.get_rank() + 1.0]); dist.all_reduce(t)\n"
-        'print(f"rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f} '
+        # one write() per line: two ranks on a node share torchrun's stdout, and print() may split its output
+        'os.write(1, f"rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f} '
         "node={os.environ.get('SLURMD_NODENAME')} master={os.environ.get('MASTER_ADDR')} "
-        "cvd={os.environ.get('CUDA_VISIBLE_DEVICES')}\", flush=True)\n"
+        "cvd={os.environ.get('CUDA_VISIBLE_DEVICES')}\\n\".encode())\n"
         "dist.destroy_process_group()\n"
     )
     steps = [
@@ -253,10 +255,10 @@ def test_multi_node_torchrun_rendezvous(slurm_cluster: str, tmp_path: Path) -> N
     # one fake GPU per node: srun hands each node's torchrun its own gres (CUDA_VISIBLE_DEVICES); gloo trains on CPU
     job = launcher(slurm_cluster, nnodes=2, ntasks_per_node=2, ngpus=1).run(steps, name="lazytune-test-2nodes")
     log = (tmp_path / "dist.log").read_text()
-    ranks = sorted(line for line in log.splitlines() if line.startswith("rank="))
-    assert len(ranks) == 4 and all("world=4 sum=10" in r for r in ranks), log
-    assert {r.split("node=")[1].split()[0] for r in ranks} == {"ltnode1", "ltnode2"}, log
-    assert all("cvd=0" in r for r in ranks), log
+    ranks = re.findall(r"rank=(\d+) world=(\d+) sum=(\d+) node=(\S+) master=\S+ cvd=(\d*)", log)
+    assert sorted(r[0] for r in ranks) == ["0", "1", "2", "3"], log
+    assert all(r[1:3] == ("4", "10") and r[4] == "0" for r in ranks), log
+    assert {r[3] for r in ranks} == {"ltnode1", "ltnode2"}, log
     assert job.state is JobState.COMPLETED
 
 
