@@ -31,6 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from launchers.job import tail
 from lazytune import config
 
 #: The torch release every environment gets. Without a pin pip fetches the newest (multi-GB CUDA) build.
@@ -361,14 +362,6 @@ def list_envs() -> list[dict[str, Any]]:
 # --- install -------------------------------------------------------------------------------------------------------
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def _pip_env(variant: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
@@ -389,7 +382,7 @@ def _run_logged(argv: list[str], log_path: Path, env: dict[str, str], log: Calla
     if proc.returncode != 0:
         raise EnvError(
             f"command failed (exit {proc.returncode}): {' '.join(argv)}\nfull log: {log_path}\n"
-            f"--- last lines ---\n{_tail(log_path)}"
+            f"--- last lines ---\n{tail(log_path)}"
         )
 
 

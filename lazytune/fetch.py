@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .config import settings
 from .errors import DataError
+from .plan import FileSpec
 
 FINGERPRINT_KEYS = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified", "updated", "created", "md5Hash")
 PACKAGE_FOR = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "http": "aiohttp", "https": "aiohttp",
@@ -67,10 +68,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    FileSpec(path, json.dumps(data, indent=2) + "\n").write()
 
 
 def fetch(url: str, cache_dir: Path | None = None) -> Path:

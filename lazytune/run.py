@@ -19,6 +19,7 @@ from launchers import Job, JobState
 from launchers.job import secret_values
 
 from .errors import OutputMissingError, PlanWriteError
+from .plan import FileSpec
 
 if TYPE_CHECKING:
     from .backends.base import Finetune
@@ -60,16 +61,9 @@ def redact_data(value: Any, secrets: list[str]) -> Any:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON via temp file + rename, with secret values (from the environment) removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """Write JSON atomically (FileSpec.write: temp file + rename, no leftover on a full disk), secrets removed."""
     clean = redact_data(json.loads(json.dumps(data, default=str)), secret_values())
-    try:
-        tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
-        raise
+    FileSpec(path, json.dumps(clean, indent=2) + "\n").write()
 
 
 def controller_sigterm() -> str | None:
