@@ -208,7 +208,7 @@ BACKENDS: Mapping[str, EnvSpec] = MappingProxyType(
             EnvSpec(
                 name="flagembedding",
                 description="FlagEmbedding 1.4.2 (embedder and reranker fine-tuning; not the [finetune] extra)",
-                groups=(PipGroup((TORCH,)), PipGroup(("flagembedding==1.4.2",))),
+                groups=(PipGroup((TORCH,)), PipGroup(("flagembedding==1.4.2", "transformers==5.23.0"))),
                 imports=(
                     "FlagEmbedding",
                     "FlagEmbedding.finetune.embedder.encoder_only.base",
