@@ -18,7 +18,8 @@ DOCUMENTED: tuple[tuple[str, str, str], ...] = (
     ("LAZYTUNE_SLURM_PARTITION", "(none)", "default partition for launchers.slurm / remote"),
     ("LAZYTUNE_QUIET", "0", "1: no progress bar or streamed logs (CI)"),
     ("LAZYTUNE_<BACKEND>_PYTHON", "managed env, else this Python", "interpreter a backend's steps run with"),
-    ("LAZYTUNE_TORCH_INDEX_URL", "(none)", "extra pip index for torch in `lazytune env install`"),
+    ("LAZYTUNE_TORCH_INDEX_URL", "(none)", "package index for torch builds in `lazytune env install` (CPU, CUDA 12)"),
+    ("LAZYTUNE_INSTALLER", "uv if installed, else pip", "what `lazytune env install` installs with: uv or pip"),
 )
 
 
@@ -32,6 +33,8 @@ class Settings:
     default_launcher: str
     slurm_partition: str | None
     quiet: bool
+    torch_index_url: str | None = None
+    installer: str = "auto"
 
     @property
     def cache_dir(self) -> Path:
@@ -64,4 +67,12 @@ def settings(environ: Mapping[str, str] | None = None) -> Settings:
         default_launcher=launcher,
         slurm_partition=env.get("LAZYTUNE_SLURM_PARTITION") or None,
         quiet=_flag(env.get("LAZYTUNE_QUIET", "0")),
+        torch_index_url=env.get("LAZYTUNE_TORCH_INDEX_URL") or None,
+        installer=(env.get("LAZYTUNE_INSTALLER") or "auto").strip().lower(),
     )
+
+
+def python_override(backend: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """`LAZYTUNE_<BACKEND>_PYTHON` (name upper-cased, `-` -> `_`): the interpreter a backend's steps run with."""
+    env = os.environ if environ is None else environ
+    return env.get(f"LAZYTUNE_{backend.upper().replace('-', '_')}_PYTHON") or None
