@@ -19,6 +19,7 @@ available (much faster), pip otherwise. Workarounds live inside the environment 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import difflib
@@ -788,10 +789,16 @@ def _populate(
             folder.mkdir(exist_ok=True)
             (folder / "__init__.py").write_text(standin.source)
             log(f"wrote stand-in module {standin.module!r} into {folder} ({standin.why})")
-    result = _check_python(spec, str(python), lock=lock, with_=with_)
-    if not result["ok"]:
-        raise EnvError(f"{spec.name}: the new environment does not work:\n{format_check(result)}\nfull log: {log_path}")
-    smoke = smoke_run(spec, str(python))
+    # The checks and the smoke run are independent processes that mostly import: run them side by side.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        smoke_future = pool.submit(smoke_run, spec, str(python))
+        result = _check_python(spec, str(python), lock=lock, with_=with_)
+        if not result["ok"]:
+            smoke_future.cancel()
+            raise EnvError(
+                f"{spec.name}: the new environment does not work:\n{format_check(result)}\nfull log: {log_path}"
+            )
+        smoke = smoke_future.result()
     log(f"{spec.name}: smoke run passed ({smoke['seconds']} s): {smoke['output']}")
     details["smoke"] = smoke
     if variant == "cuda" and has_gpu():
@@ -1045,10 +1052,11 @@ def smoke_run(spec: EnvSpec, python: str, *, timeout: float = 600) -> dict[str, 
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EnvError(f"{spec.name}: the smoke run did not finish: {exc}") from None
-    output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
+        output = (proc.stdout + proc.stderr).strip()
         raise EnvError(f"{spec.name}: the smoke run failed (exit {proc.returncode}):\n{output[-3000:]}")
-    return {"seconds": round(time.monotonic() - started, 1), "output": output.splitlines()[-1] if output else ""}
+    lines = proc.stdout.strip().splitlines()
+    return {"seconds": round(time.monotonic() - started, 1), "output": lines[-1] if lines else ""}
 
 
 # --- optional packages a plan needs ----------------------------------------------------------------------------------
