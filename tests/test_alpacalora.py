@@ -12,7 +12,7 @@ import pytest
 
 from launchers import Step
 from lazytune import finetune, launchers
-from lazytune.backends.alpacalora_checks import TEMPLATES, load_template, min_prompt_tokens
+from lazytune.backends.alpacalora.checks import TEMPLATES, load_template, min_prompt_tokens
 from lazytune.backends.base import script
 from lazytune.errors import ConfigError, DataError, OptionsError, UnknownOptionError
 from tests.helpers.alpaca import alpaca_records, write_alpaca

@@ -19,7 +19,7 @@ from lazytune.backends.base import Finetune
 from lazytune.config import settings
 from lazytune.errors import ConfigError
 
-BACKENDS = tuple(finetune.__all__)
+TRAINERS = tuple(finetune.__all__)
 LAUNCHERS = ("local", "slurm", "remote")
 #: keys a config file may hold besides the backend's options (the other arguments of finetune.<backend>(...))
 ARGUMENT_KEYS = ("base_model", "target_path", "merge_path", "overwrite", "data")
@@ -33,7 +33,7 @@ valid names); values are read as YAML scalars (2e-4, true, q_proj,v_proj, [a, b]
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `train` and `plan`."""
-    parser.add_argument("backend", choices=BACKENDS, metavar="BACKEND", help=f"one of: {', '.join(BACKENDS)}")
+    parser.add_argument("backend", choices=TRAINERS, metavar="BACKEND", help=f"one of: {', '.join(TRAINERS)}")
     parser.add_argument("options", nargs="*", metavar="key=value", help="backend options (see below)")
     parser.add_argument("--base", "--base-model", dest="base_model", metavar="MODEL",
                         help="base model folder (or a name under LAZYTUNE_MODEL_PATH); never downloaded")

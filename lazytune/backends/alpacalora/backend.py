@@ -16,12 +16,12 @@ from typing import Any
 
 from launchers import Launcher, Step
 
-from ..errors import ConfigError
-from ..options import Option, OptionSpec, raise_problems
-from ..plan import Plan
-from ..progress import read_trainer_log
-from .alpacalora_checks import check_records, default_lora_targets, find_template, load_template, min_prompt_tokens
-from .base import DataArg, Finetune, script
+from ...errors import ConfigError
+from ...options import Option, OptionSpec, raise_problems
+from ...plan import Plan
+from ...progress import read_trainer_log
+from ..base import DataArg, Finetune, script
+from .checks import check_records, default_lora_targets, find_template, load_template, min_prompt_tokens
 
 ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
     Option("data_path", Path, None, "training data (alpaca JSON / JSON lines); or pass the data when calling"),

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..data import detect_format, iter_records
-from ..errors import ConfigError, DataError
-from .base import SCRIPTS
+from ...data import detect_format, iter_records
+from ...errors import ConfigError, DataError
+from ..base import SCRIPTS
 
 TEMPLATES = SCRIPTS / "templates"
 

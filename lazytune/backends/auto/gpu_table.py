@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from launchers import Launcher, Topology
 from launchers import gpus as gpu_info
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 BUSY_FREE_FRACTION = 0.5  # a local GPU with less than half its memory free is taken as in use by someone else
 

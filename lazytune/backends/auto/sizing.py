@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 ENCODERS = {"bert", "roberta", "xlm-roberta", "camembert", "ernie", "nezha", "electra", "deberta", "deberta-v2"}
 UNGATED = {"phi", "gpt2", "gpt_neox", "gptj", "falcon", "starcoder2", "opt", "bloom"}  # MLP: fc1 -> act -> fc2

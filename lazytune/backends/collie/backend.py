@@ -22,10 +22,10 @@ from typing import Any
 
 from launchers import Step
 
-from ..errors import ConfigError, ModelNotFoundError
-from ..options import Option, OptionSpec, raise_problems
-from ..plan import FileSpec, Plan
-from .base import DataArg, Finetune, script
+from ...errors import ConfigError, ModelNotFoundError
+from ...options import Option, OptionSpec, raise_problems
+from ...plan import FileSpec, Plan
+from ..base import SCRIPTS, DataArg, Finetune, script
 
 #: CoLLiE 1.0.7's model implementations (collie/models/<model_type>) and the LoRA defaults for each: the modules
 #: named as in CoLLiE's (and the Hugging Face) model. internlm2's are LazyLLM's documented defaults.
@@ -38,7 +38,7 @@ MODEL_DEFAULTS: dict[str, dict[str, list[str]]] = {
     "chatglm": {"lora_target_modules": ["query_key_value", "dense"], "modules_to_save": []},
     "chatglm2": {"lora_target_modules": ["query_layer", "key_layer", "value_layer", "dense"], "modules_to_save": []},
 }
-TEMPLATES = Path(__file__).resolve().parent.parent / "scripts" / "templates"
+TEMPLATES = SCRIPTS / "templates"
 
 COLLIE_OPTIONS = OptionSpec("collie", [
     Option("data_path", Path, None, "training data (used when the trainer is called without data)"),
@@ -218,7 +218,7 @@ class CollieFinetune(Finetune):
             py, script("merge_lora.py"), "--base", str(plan.base_model), "--adapter", str(plan.target.lora),
             "--output", str(plan.target.merge), "--cp-files", self.cp_files,
         ]  # fmt: skip
-        from ..envs import environment_for
+        from ...envs import environment_for
 
         env = environment_for(self.env_name)
         plan.steps += [

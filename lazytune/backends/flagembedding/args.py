@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
-from ..options import Option, OptionSpec
+from ...errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
+from ...options import Option, OptionSpec
 
 KINDS = ("embed", "rerank")
 KIND_ALIASES = {"embed": "embed", "embedding": "embed", "rerank": "rerank", "reranker": "rerank"}

@@ -18,13 +18,14 @@ from typing import Any
 
 from launchers import Step
 
-from ..errors import ConfigError, OptionsError
-from ..gpu_table import supports_bf16
-from ..options import OptionSpec
-from ..plan import FileSpec, Plan
-from ..run import package_versions
-from .base import Finetune
-from .flagembedding_args import (
+from ...errors import ConfigError, OptionsError
+from ...options import OptionSpec
+from ...plan import FileSpec, Plan
+from ...resources import configs_dir
+from ...run import package_versions
+from ..auto.gpu_table import supports_bf16
+from ..base import Finetune
+from .args import (
     BOTH_KINDS,
     DEEPSPEED_CONFIGS,
     DEEPSPEED_OFF,
@@ -36,23 +37,13 @@ from .flagembedding_args import (
     option_args,
     validate_kind_options,
 )
-from .flagembedding_data import check_data
+from .data import check_data
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "tokenizer.model")
 # HF Trainer prints its logs as Python dict literals, often after a progress bar on the same line:
 # {'loss': '1.2', 'grad_norm': '3.4', 'learning_rate': '0.001', 'epoch': '0.5'}
 LOG_DICT = re.compile(r"\{'(?:loss|train_runtime)'[^{}]*\}")
-
-
-def configs_dir() -> Path:
-    """Our shipped configs: `configs/` of a source checkout, else the installed `lazytune.configs` package."""
-    here = Path(__file__).resolve().parents[2] / "configs"
-    if (here / "flagembedding").is_dir():
-        return here
-    import importlib.resources
-
-    return Path(str(importlib.resources.files("lazytune.configs")))
 
 
 class FlagembeddingFinetune(Finetune):

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..data import detect_format, iter_records
-from ..errors import DataError
+from ...data import detect_format, iter_records
+from ...errors import DataError
 
 DATA_SUFFIXES = (".json", ".jsonl")  # FlagEmbedding silently skips any other file: we refuse it instead
 

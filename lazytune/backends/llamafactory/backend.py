@@ -23,10 +23,14 @@ import yaml
 
 from launchers import Launcher, Step
 
-from ..dataset_info import dataset_info
-from ..errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
-from ..gpu_table import supports_bf16
-from ..llamafactory_keys import (
+from ...errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
+from ...options import OptionSpec, raise_problems
+from ...plan import FileSpec, Plan
+from ...run import __version__
+from ..auto.gpu_table import supports_bf16
+from ..base import Finetune, backend_python, script
+from .dataset_info import dataset_info
+from .keys import (
     MANAGED,
     config_dir,
     export_keys,
@@ -36,18 +40,14 @@ from ..llamafactory_keys import (
     managed_problems,
     option_spec,
 )
-from ..options import OptionSpec, raise_problems
-from ..plan import FileSpec, Plan
-from ..run import __version__
-from ..templates import check_tokenizer, template_for
-from .base import Finetune, backend_python, script
+from .templates import check_tokenizer, template_for
 
 PRECISION_KEYS = ("fp16", "bf16", "pure_bf16")
 
 
 def _environment(env_name: str) -> dict[str, str]:
     try:
-        from ..envs import environment_for
+        from ...envs import environment_for
     except ImportError:
         return {}
     return environment_for(env_name)

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
-from .options import Option, OptionSpec
+from ...errors import ConfigError
+from ...options import Option, OptionSpec
+from ...resources import configs_dir
 
 #: Keys lazytune fills in itself, with what to use instead.
 MANAGED = {
@@ -54,16 +55,8 @@ TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "di
 
 
 def config_dir() -> Path:
-    """The folder holding sft.yaml, lora_export.yaml and keys.json (installed package data, else the source tree)."""
-    try:
-        from importlib.resources import files
-
-        folder = Path(str(files("lazytune.configs") / "llama_factory"))
-        if (folder / "keys.json").is_file():
-            return folder
-    except (ImportError, TypeError, ValueError):
-        pass
-    return Path(__file__).resolve().parent.parent / "configs" / "llama_factory"
+    """The folder holding sft.yaml, lora_export.yaml and keys.json."""
+    return configs_dir() / "llama_factory"
 
 
 def lf_keys() -> dict[str, Any]:

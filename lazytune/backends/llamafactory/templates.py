@@ -13,8 +13,8 @@ import json
 import re
 from pathlib import Path
 
-from .errors import ConfigError
-from .llamafactory_keys import lf_keys
+from ...errors import ConfigError
+from .keys import lf_keys
 
 #: (pattern on the lower-cased folder name, template). First match wins: specific families before general ones.
 FAMILIES: tuple[tuple[str, str], ...] = (
