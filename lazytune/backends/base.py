@@ -23,6 +23,7 @@ from launchers import Launcher
 from ..config import settings
 from ..data import is_url, resolve_data
 from ..errors import ConfigError, ModelNotFoundError, TargetExistsError
+from ..model import ModelFolder
 from ..options import OptionSpec
 from ..plan import Plan, Target
 from ..progress import read_trainer_log, summarize
@@ -153,6 +154,9 @@ class Finetune(abc.ABC):
         if not isinstance(overwrite, bool):
             raise ConfigError(f"overwrite must be True or False, got {overwrite!r}")
         self.base_model = resolve_model(base_model, self.needs_model_config)
+        # config.json and the rest, read once for every check and plan (finetune.auto hands over the one it read)
+        same = isinstance(base_model, ModelFolder) and base_model.path == self.base_model
+        self.model = base_model if same else ModelFolder.read(self.base_model)
         self.target = resolve_target(target_path, merge_path)
         self.overwrite = overwrite
         self._launcher = launcher

@@ -21,7 +21,8 @@ from ...options import Option, OptionSpec, raise_problems
 from ...plan import Plan
 from ...progress import read_trainer_log
 from ..base import DataArg, Finetune, script
-from .checks import check_records, default_lora_targets, find_template, load_template, min_prompt_tokens
+from ..prompts import find_template, load_template
+from .checks import check_records, default_lora_targets, min_prompt_tokens
 
 ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
     Option("data_path", Path, None, "training data (alpaca JSON / JSON lines); or pass the data when calling"),
@@ -97,7 +98,7 @@ class AlpacaloraFinetune(Finetune):
         problems = []
         if o.get("lora_target_modules") is None:
             try:
-                o["lora_target_modules"] = default_lora_targets(self.base_model)
+                o["lora_target_modules"] = default_lora_targets(self.model)
             except ConfigError as exc:
                 problems.append(str(exc))
         elif not o["lora_target_modules"]:

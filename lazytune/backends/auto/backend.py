@@ -22,6 +22,7 @@ from launchers import Launcher
 
 from ...config import settings
 from ...errors import ConfigError
+from ...model import ModelFolder
 from ...options import Option, OptionSpec
 from ...plan import Plan
 from ..base import DataArg, Finetune, resolve_model
@@ -69,7 +70,7 @@ class AutoFinetune:
         if kind not in (None, "causal", "vlm", "embed", "rerank"):
             raise ConfigError(f"kind must be 'causal', 'vlm', 'embed' or 'rerank', got {kind!r}")
         self._notes: list[str] = []
-        model = resolve_model(base_model, need_config=False)
+        model = ModelFolder.read(resolve_model(base_model, need_config=False))  # read once, shared with the trainer
         facts = model_facts(model)
         self.facts = replace(facts, kind=kind) if kind else facts
         self.backend, why_backend = choose_backend(self.facts, backend)

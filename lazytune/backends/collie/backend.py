@@ -25,7 +25,8 @@ from launchers import Step
 from ...errors import ConfigError, ModelNotFoundError
 from ...options import Option, OptionSpec, raise_problems
 from ...plan import FileSpec, Plan
-from ..base import SCRIPTS, DataArg, Finetune, script
+from ..base import DataArg, Finetune, script
+from ..prompts import find_template, load_template
 
 #: CoLLiE 1.0.7's model implementations (collie/models/<model_type>) and the LoRA defaults for each: the modules
 #: named as in CoLLiE's (and the Hugging Face) model. internlm2's are LazyLLM's documented defaults.
@@ -38,7 +39,6 @@ MODEL_DEFAULTS: dict[str, dict[str, list[str]]] = {
     "chatglm": {"lora_target_modules": ["query_key_value", "dense"], "modules_to_save": []},
     "chatglm2": {"lora_target_modules": ["query_layer", "key_layer", "value_layer", "dense"], "modules_to_save": []},
 }
-TEMPLATES = SCRIPTS / "templates"
 
 COLLIE_OPTIONS = OptionSpec("collie", [
     Option("data_path", Path, None, "training data (used when the trainer is called without data)"),
@@ -67,24 +67,6 @@ class CollieNeedsGpuError(ConfigError):
 
 def _list_arg(values: list[str]) -> str:
     return ",".join(values)
-
-
-def load_template(name: str) -> dict[str, str]:
-    """An alpaca-lora style prompt template: a name in lazytune/scripts/templates, or the path of a .json file."""
-    path = Path(name).expanduser()
-    if not path.suffix:
-        path = TEMPLATES / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in TEMPLATES.glob("*.json"))
-        raise ConfigError(f"prompt_template_name={name!r}: no such template (known: {', '.join(known)}, or a .json)")
-    try:
-        template = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"prompt template {path} is not valid JSON: {exc}") from exc
-    missing = [k for k in ("prompt_input", "prompt_no_input") if not isinstance(template.get(k), str)]
-    if missing:
-        raise ConfigError(f"prompt template {path} lacks {', '.join(missing)}")
-    return template
 
 
 class CollieFinetune(Finetune):
@@ -127,15 +109,13 @@ class CollieFinetune(Finetune):
                 "batch_size / that)"
             )
         raise_problems(self.name, problems)
-        load_template(options["prompt_template_name"])
+        load_template(find_template(options["prompt_template_name"]))
         return options
 
     def _model_type(self) -> str:
-        try:
-            config = json.loads((self.base_model / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(f"cannot read {self.base_model / 'config.json'}: {exc}") from exc
-        model_type = str(config.get("model_type", ""))
+        if self.model.config_error:
+            raise ModelNotFoundError(f"cannot read {self.model.config_path}: {self.model.config_error}")
+        model_type = str(self.model.config.get("model_type", ""))
         if model_type not in MODEL_DEFAULTS:
             raise ConfigError(
                 f"finetune.collie: CoLLiE 1.0.7 has no implementation of model_type {model_type!r} "
@@ -186,7 +166,7 @@ class CollieFinetune(Finetune):
             "data_files": [str(p) for p in plan.data],
             "output_dir": str(plan.target.lora),
             "trainer_log": str(plan.target.lora / "trainer_log.jsonl"),
-            "prompt_template": load_template(o["prompt_template_name"]),
+            "prompt_template": load_template(find_template(o["prompt_template_name"])),
             "learning_rate": o["learning_rate"],
             "collie": {  # CollieConfig fields
                 "dp_size": o["dp_size"],

@@ -65,10 +65,10 @@ class FlagembeddingFinetune(Finetune):
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
         kw = dict(kw)
-        self.model_kind = detect_kind(self.base_model, kw.pop("model_kind", None))
+        self.model_kind = detect_kind(self.model, kw.pop("model_kind", None))
         spec = self.option_spec(self.model_kind)
         options = validate_kind_options(self.model_kind, kw, self.base_model)
-        check_lengths(self.base_model, self.model_kind, options)
+        check_lengths(self.model, self.model_kind, options)
         self._given = {spec.canonical(k) for k in kw}  # what the user asked for, as opposed to our defaults
         return {"model_kind": self.model_kind, **options}
 

@@ -139,13 +139,13 @@ class LlamafactoryFinetune(Finetune):
         if stage == "orpo":  # LF runs ORPO as the dpo stage with the orpo loss
             o["stage"], o["pref_loss"] = "dpo", "orpo"
         try:
-            o["template"] = template_for(plan.base_model, o.get("template"))
+            o["template"] = template_for(self.model, o.get("template"))
         except ConfigError:
             if stage != "pt" or o.get("template"):
                 raise
             o["template"] = "empty"  # pretraining on raw text uses no chat format
             plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
-        check_tokenizer(plan.base_model, o["template"], bool(o.get("resize_vocab")))
+        check_tokenizer(self.model, o["template"], bool(o.get("resize_vocab")))
         self._precision(o, plan)
         entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
         plan.files += files
