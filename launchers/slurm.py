@@ -325,6 +325,29 @@ def _run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: flo
         raise SlurmError(f"{shlex.join(argv)} did not answer within {timeout} s") from exc
 
 
+def query_job(job_id: str, timeout: float = 30) -> dict[str, str] | None:
+    """A job's fields from `scontrol show job` (then `sacct`, for jobs the controller forgot); None when unknown.
+    Raises SlurmError when the commands are missing or do not answer within `timeout`."""
+    proc = _run(["scontrol", "show", "job", "-o", job_id], timeout=timeout)
+    if proc.returncode == 0 and proc.stdout.strip():
+        return parse_scontrol_job(proc.stdout.splitlines()[0])
+    if shutil.which("sacct"):
+        proc = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State,ExitCode,Reason,NodeList"],
+                    timeout=timeout)  # fmt: skip
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            parts = line.split("|")
+            if len(parts) >= 5 and parts[0] == job_id:
+                return {"JobState": parts[1], "ExitCode": parts[2], "Reason": parts[3], "NodeList": parts[4]}
+    return None
+
+
+def cancel_job(job_id: str, timeout: float = 30) -> None:
+    """`scancel JOB_ID`; SlurmError when SLURM refuses (the message has its stderr)."""
+    proc = _run(["scancel", job_id], timeout=timeout)
+    if proc.returncode != 0:
+        raise SlurmError(f"scancel {job_id} failed: {proc.stderr.strip() or proc.returncode}")
+
+
 # ---------------------------------------------------------------------------------------------------- job
 class SlurmJob(Job):
     """A submitted batch job. State from `scontrol show job` (then `sacct`, then the script's status file)."""
@@ -381,17 +404,7 @@ class SlurmJob(Job):
 
     # -- polling ----------------------------------------------------------------------------------------------
     def _query(self) -> dict[str, str] | None:
-        proc = _run(["scontrol", "show", "job", "-o", self.id], timeout=30)
-        if proc.returncode == 0 and proc.stdout.strip():
-            return parse_scontrol_job(proc.stdout.splitlines()[0])
-        if shutil.which("sacct"):
-            proc = _run(["sacct", "-n", "-X", "-P", "-j", self.id, "-o", "JobID,State,ExitCode,Reason,NodeList"],
-                        timeout=30)  # fmt: skip
-            for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
-                parts = line.split("|")
-                if len(parts) >= 5 and parts[0] == self.id:
-                    return {"JobState": parts[1], "ExitCode": parts[2], "Reason": parts[3], "NodeList": parts[4]}
-        return None
+        return query_job(self.id)
 
     def _read_status(self) -> None:
         try:
@@ -500,9 +513,7 @@ class SlurmJob(Job):
 
     # -- cancel -----------------------------------------------------------------------------------------------------
     def _cancel(self, timeout: float = 60.0) -> None:
-        proc = _run(["scancel", self.id], timeout=30)
-        if proc.returncode != 0:
-            raise SlurmError(f"scancel {self.id} failed: {proc.stderr.strip()}")
+        cancel_job(self.id)
         deadline = _time.monotonic() + timeout
         while _time.monotonic() < deadline:
             self._last_query = 0.0
