@@ -160,6 +160,7 @@ class Finetune(abc.ABC):
         self.target = resolve_target(target_path, merge_path)
         self.overwrite = overwrite
         self._launcher = launcher
+        self.given = frozenset(kw)  # the keywords the user passed (as opposed to defaults filled in)
         self.options = self.validate_options(kw)
 
     # -- what a backend provides -----------------------------------------------------------------------------
@@ -169,12 +170,14 @@ class Finetune(abc.ABC):
         """The whitelist of keyword options."""
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
-        """Validated options with defaults filled in. Backends add cross-checks by overriding."""
+        """Validated options with defaults filled in: everything a backend resolves from the keywords is in the
+        returned dict (no attributes set here). Backends add cross-checks by overriding."""
         return self.option_spec().resolve(kw)
 
     @abc.abstractmethod
     def build(self, plan: Plan) -> None:
-        """Fill `plan.files`, `plan.steps` and `plan.result`."""
+        """Fill `plan.files`, `plan.steps` and `plan.result` (and notes). `plan.options` is read-only here: adapt
+        a copy."""
 
     def check_outputs(self, plan: Plan) -> list[str]:
         """Problems with the outputs after a successful job (empty list: all there). Never just True."""

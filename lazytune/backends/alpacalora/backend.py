@@ -83,13 +83,18 @@ class AlpacaloraFinetune(Finetune):
         if any("/" in p or p.startswith("..") for p in patterns):
             raise ConfigError(f"finetune.alpacalora: cp_files are globs of file names in the base folder, "
                               f"got {cp_files!r}")
+        super().__init__(base_model, target_path, merge_path=merge_path, launcher=launcher, overwrite=overwrite, **kw)
         self.model_name = model_name
         self.cp_files = [p for p in patterns if p]
-        super().__init__(base_model, target_path, merge_path=merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
     @classmethod
     def option_spec(cls) -> OptionSpec:
         return ALPACALORA_OPTIONS
+
+    @property
+    def template_path(self) -> Path:
+        """The prompt template file (`prompt_template_name`: a shipped name or a JSON file)."""
+        return find_template(self.options["prompt_template_name"])
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
         if kw.get("deepspeed") == "":  # LazyLLM's way of saying "no DeepSpeed"
@@ -130,7 +135,6 @@ class AlpacaloraFinetune(Finetune):
                     f"cutoff_len={o['cutoff_len']} leaves no response tokens: the {o['prompt_template_name']!r} "
                     f"prompt alone is at least {fixed} tokens before any instruction; raise cutoff_len (default 1030)"
                 )
-            self.template_path = template_path
         raise_problems(self.name, problems)
         return o
 

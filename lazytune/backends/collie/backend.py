@@ -83,13 +83,13 @@ class CollieFinetune(Finetune):
             raise ConfigError(f"model_name must be a short name (letters, digits, . _ + -), got {model_name!r}")
         if not isinstance(cp_files, str):
             raise ConfigError(f"cp_files must be a glob string like 'tokeniz*', got {cp_files!r}")
+        super().__init__(base_model, target_path, merge_path=merge_path, launcher=launcher, **kw)
         self.model_name = model_name
         self.cp_files = cp_files
-        super().__init__(base_model, target_path, merge_path=merge_path, launcher=launcher, **kw)
-        self.model_type = self._model_type()
-        for key, value in MODEL_DEFAULTS[self.model_type].items():
-            if self.options.get(key) is None:
-                self.options[key] = list(value)
+
+    @property
+    def model_type(self) -> str:
+        return str(self.model.config.get("model_type", ""))
 
     @classmethod
     def option_spec(cls) -> OptionSpec:
@@ -110,7 +110,8 @@ class CollieFinetune(Finetune):
             )
         raise_problems(self.name, problems)
         load_template(find_template(options["prompt_template_name"]))
-        return options
+        defaults = MODEL_DEFAULTS[self._model_type()]  # LoRA modules by model type, unless given
+        return {**options, **{k: list(v) for k, v in defaults.items() if options.get(k) is None}}
 
     def _model_type(self) -> str:
         if self.model.config_error:

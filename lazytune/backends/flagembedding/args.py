@@ -23,7 +23,7 @@ MODULES = {
 DEEPSPEED_CONFIGS = ("stage0", "stage1")  # ours, in configs/flagembedding/ds_<name>.json
 DEEPSPEED_OFF = ("none", "off", "false", "no")
 # Options lazytune consumes itself: never rendered as FlagEmbedding arguments.
-OWN = frozenset({"deepspeed", "validate"})
+OWN = frozenset({"deepspeed", "validate_data"})
 
 # TrainingArguments names that changed in transformers: {first major: {our name: the flag to use, None = drop}}.
 # transformers 5 deprecated (5.2: removed) warmup_ratio: warmup_steps takes a float < 1 as a ratio since 5.0;
@@ -68,7 +68,8 @@ def _options(kind: str, lr: float, max_len: int) -> list[Option]:
         Option("gradient_checkpointing", bool, True, "recompute activations to save memory"),
         Option("seed", int, None, "random seed (FlagEmbedding's default: 42)"),
         Option("report_to", str, "none", "experiment tracker (none, tensorboard, wandb, ...)"),
-        Option("validate", bool, True, "check every record of the data before starting (False: the first 20)"),
+        Option("validate_data", bool, True, "check every record of the data before starting (False: the first 20)",
+               aliases=("validate",)),
     ]
     if kind == "embed":
         opts += [
