@@ -30,6 +30,7 @@ class Settings:
     train_target_root: Path
     temp_dir: Path
     default_launcher: str
+    configured_launcher: str | None  # LAZYTUNE_DEFAULT_LAUNCHER as set (None: unset; remote() then picks itself)
     slurm_partition: str | None
     quiet: bool
 
@@ -62,6 +63,7 @@ def settings(environ: Mapping[str, str] | None = None) -> Settings:
         train_target_root=Path(env.get("LAZYTUNE_TRAIN_TARGET_ROOT") or ".").expanduser(),
         temp_dir=Path(env.get("LAZYTUNE_TEMP_DIR") or home / "tmp").expanduser(),
         default_launcher=launcher,
+        configured_launcher=(env.get("LAZYTUNE_DEFAULT_LAUNCHER") or "").strip().lower() or None,
         slurm_partition=env.get("LAZYTUNE_SLURM_PARTITION") or None,
         quiet=_flag(env.get("LAZYTUNE_QUIET", "0")),
     )

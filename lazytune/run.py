@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psutil
 
 from launchers import Job, JobState, Launcher
-from launchers.job import redact, secret_values
 from launchers.local import kill_tree
+from launchers.secrets import redact, redact_data, secret_values
 
 from .errors import ConfigError, LazytuneError, OutputMissingError, PlanWriteError
 from .plan import FileSpec
@@ -72,19 +72,6 @@ def package_versions(python: str, names: tuple[str, ...]) -> dict[str, str | Non
         return json.loads(proc.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
         return {n: None for n in names}
-
-
-def redact_data(value: Any, secrets: list[str]) -> Any:
-    """`value` with every secret removed from its strings (structure kept, so the JSON stays valid)."""
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "***")
-        return value
-    if isinstance(value, dict):
-        return {k: redact_data(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_data(v, secrets) for v in value]
-    return value
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -269,7 +269,8 @@ slurm_cluster = _cluster  # the real test cluster's partition (tests/slurm/start
 def test_slurm_partition_gres_gives_the_gpu_count(tmp_path: Path, slurm_cluster: str) -> None:
     """The test cluster's nodes have untyped `gpu:2` gres: the count is read, the memory must be given."""
     import launchers
-    from lazytune.backends.auto.gpu_table import parse_gres, slurm_gres
+    from launchers.slurm import parse_gres
+    from launchers.slurm import partition_gres as slurm_gres
 
     assert parse_gres(slurm_gres(slurm_cluster)) == (None, 2)
     model = model_folder(tmp_path, "Qwen2.5-7B")

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import launchers
 from launchers import Launcher
 
 from ..config import settings
 from ..data import is_url, resolve_data
 from ..errors import ConfigError, ModelNotFoundError, TargetExistsError
+from ..launching import make_launcher
 from ..model import ModelFolder
 from ..options import OptionSpec
 from ..plan import Plan, Target
@@ -125,14 +125,8 @@ def check_inputs_apart(target: Target, inputs: Sequence[Path]) -> None:
 
 def default_launcher() -> Launcher:
     """A new launcher from LAZYTUNE_DEFAULT_LAUNCHER (created per trainer, never at import)."""
-    kind = settings().default_launcher
-    if kind in ("local", "empty"):
-        return launchers.local()
-    if kind == "slurm":
-        return launchers.slurm()
-    if kind == "remote":
-        return launchers.remote()
-    raise ConfigError(f"LAZYTUNE_DEFAULT_LAUNCHER={kind!r}: expected local, slurm or remote")
+    return make_launcher()
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)

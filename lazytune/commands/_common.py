@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 import launchers
-from lazytune import finetune
+from lazytune import finetune, launching
 from lazytune.backends.base import Finetune
 from lazytune.config import settings
 from lazytune.errors import ConfigError
@@ -117,20 +117,11 @@ def make_launcher(args: argparse.Namespace, stream: bool) -> launchers.Launcher:
     name = args.launcher or settings().default_launcher
     kw: dict[str, Any] = {k: getattr(args, k) for k in ("ngpus", "nproc") if getattr(args, k) is not None}
     cluster = {k: getattr(args, k) for k in ("nnodes", "partition") if getattr(args, k) is not None}
-    try:
-        if name in ("local", "empty"):
-            if cluster:
-                raise ConfigError(f"--{' --'.join(cluster)}: only for --launcher slurm or remote")
-            return launchers.local(stream=stream, **kw)
-        if name == "slurm":
-            return launchers.slurm(**kw, **cluster)
-        if name == "remote":
-            return launchers.remote(**kw, **cluster)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"launcher {name}: {exc}") from exc
-    raise ConfigError(f"unknown launcher {name!r}: expected one of {', '.join(LAUNCHERS)}")
+    if name in ("local", "empty"):
+        if cluster:
+            raise ConfigError(f"--{' --'.join(cluster)}: only for --launcher slurm or remote")
+        kw["stream"] = stream
+    return launching.make_launcher(name, source=None if args.launcher else "LAZYTUNE_DEFAULT_LAUNCHER", **kw, **cluster)
 
 
 def make_trainer(args: argparse.Namespace, stream: bool = False) -> tuple[Finetune, list[str] | None]:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from launchers.job import redact
+from launchers.secrets import redact
 from lazytune.run import Run
 from lazytune.runs import find_run
 

@@ -17,11 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import launchers
 from launchers import Launcher
 
 from ...config import settings
 from ...errors import ConfigError
+from ...launching import make_launcher
 from ...model import ModelFolder
 from ...options import Option, OptionSpec
 from ...plan import Plan
@@ -170,11 +170,7 @@ class AutoFinetune:
 
     def _launcher(self) -> Launcher:
         """A launcher for exactly the GPUs chosen (when the user gave none)."""
-        n = self.decision.setup.ngpus
-        kind = settings().default_launcher
-        if kind == "slurm":
-            return launchers.slurm(ngpus=n)
-        return launchers.remote(ngpus=n) if kind == "remote" else launchers.local(ngpus=n)
+        return make_launcher(ngpus=self.decision.setup.ngpus)
 
     # -- what a trainer offers --------------------------------------------------------------------------------------
     def explain(self) -> str:
