@@ -14,7 +14,7 @@ DOCUMENTED: tuple[tuple[str, str, str], ...] = (
     ("LAZYTUNE_DATA_PATH", "(empty)", "folders searched for a data file given by a relative path that does not exist"),
     ("LAZYTUNE_TRAIN_TARGET_ROOT", "current folder", "where a relative target_path is placed"),
     ("LAZYTUNE_TEMP_DIR", "$LAZYTUNE_HOME/tmp", "scratch space (downloads in progress)"),
-    ("LAZYTUNE_DEFAULT_LAUNCHER", "local", "launcher used when none is passed: local, slurm or remote"),
+    ("LAZYTUNE_DEFAULT_LAUNCHER", "local", "launcher used when none is passed: local, slurm or remote / auto"),
     ("LAZYTUNE_SLURM_PARTITION", "(none)", "default partition for launchers.slurm / remote"),
     ("LAZYTUNE_QUIET", "0", "1: no progress bar or streamed logs (CI)"),
     ("LAZYTUNE_<BACKEND>_PYTHON", "managed env, else this Python", "interpreter a backend's steps run with"),
