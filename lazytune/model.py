@@ -20,6 +20,9 @@ ENCODERS = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "ernie", "n
 #: Files sentence-transformers writes next to an embedder.
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config_sentence_transformers.json")
 KINDS = ("causal", "vlm", "embed", "rerank")
+#: Files any of which makes a folder hold a tokenizer (fast, sentencepiece, BPE or WordPiece vocabularies).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt",
+                   "sentencepiece.bpe.model")  # fmt: skip
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any], str | None]:
@@ -148,6 +151,11 @@ class ModelFolder:
         """config.json's `quantization_config` ({} for a model stored unquantized)."""
         value = self.config.get("quantization_config")
         return value if isinstance(value, dict) else {}
+
+    @property
+    def has_tokenizer(self) -> bool:
+        """Whether the folder holds tokenizer files (`TOKENIZER_FILES`)."""
+        return any((self.path / name).is_file() for name in TOKENIZER_FILES)
 
     @property
     def tokenizer(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 from launchers import Launcher, Step
 
 from ...errors import ConfigError
+from ...model import TOKENIZER_FILES
 from ...options import Option, OptionSpec, raise_problems
 from ...plan import Plan
 from ...progress import read_trainer_log
@@ -56,7 +57,6 @@ ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
 ])  # fmt: skip
 
 _SAFE_NAME = re.compile(r"^[\w.+-]+$")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt")
 
 
 class AlpacaloraFinetune(Finetune):
@@ -156,7 +156,7 @@ class AlpacaloraFinetune(Finetune):
         if unmatched:
             problems.append(f"cp_files {', '.join(map(repr, unmatched))} match no file in {plan.base_model} "
                             "(the merged model would lack them); fix the glob, or pass cp_files='' to copy nothing")
-        if not any((plan.base_model / name).is_file() for name in TOKENIZER_FILES):
+        if not self.model.has_tokenizer:
             problems.append(f"{plan.base_model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
         if o.get("deepspeed") and plan.topology.device == "cpu":
             problems.append("deepspeed needs GPUs; this launcher runs on CPU: leave deepspeed unset")
