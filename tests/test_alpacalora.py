@@ -12,8 +12,9 @@ import pytest
 
 from launchers import Step
 from lazytune import finetune, launchers
-from lazytune.backends.alpacalora_checks import TEMPLATES, load_template, min_prompt_tokens
+from lazytune.backends.alpacalora.checks import min_prompt_tokens
 from lazytune.backends.base import script
+from lazytune.backends.prompts import TEMPLATES, load_template
 from lazytune.errors import ConfigError, DataError, OptionsError, UnknownOptionError
 from tests.helpers.alpaca import alpaca_records, write_alpaca
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 import launchers
-from lazytune.backends.flagembedding import FlagembeddingFinetune, configs_dir
-from lazytune.backends.flagembedding_args import OPTION_SPECS, flag_names, option_args
+from lazytune.backends.flagembedding import FlagembeddingFinetune
+from lazytune.backends.flagembedding.args import OPTION_SPECS, flag_names, option_args
 from lazytune.errors import ConfigError, DataError, OptionsError, TargetExistsError, UnknownOptionError
+from lazytune.resources import configs_dir
 from tests.helpers.embed import fe_python, triples, write_triples
 
 CPU1 = dict(launcher=launchers.local(ngpus=0))

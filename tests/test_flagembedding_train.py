@@ -15,7 +15,7 @@ import pytest
 import launchers
 from launchers import JobFailed
 from lazytune.backends.flagembedding import FlagembeddingFinetune
-from lazytune.backends.flagembedding_args import MODULES, OPTION_SPECS, option_args
+from lazytune.backends.flagembedding.args import MODULES, OPTION_SPECS, option_args
 from lazytune.run import package_versions
 from tests.helpers.embed import embeddings, fe_python, max_abs_diff, rerank_scores, tiny_berts, triples, write_triples
 

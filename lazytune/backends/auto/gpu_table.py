@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import difflib
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 from launchers import Launcher, Topology
 from launchers import gpus as gpu_info
+from launchers.slurm import parse_gres, partition_gres
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 BUSY_FREE_FRACTION = 0.5  # a local GPU with less than half its memory free is taken as in use by someone else
 
@@ -111,27 +110,6 @@ class Hardware:
         return f"{self.count} x {self.name} with {self.memory_gb:.0f} GB each ({self.source})"
 
 
-def parse_gres(text: str) -> tuple[str | None, int | None]:
-    """(type, count per node) from SLURM gres text like `gpu:a100:8(S:0-1)` or `gpu:4`; (None, None) without GPUs."""
-    for item in re.split(r",(?![^()]*\))", text.strip()):
-        m = re.match(r"gpu(?::([A-Za-z][\w.-]*))?(?::(\d+))?", item.strip())
-        if m:
-            return m.group(1), int(m.group(2)) if m.group(2) else None
-    return None, None
-
-
-def slurm_gres(partition: str | None) -> str:
-    """The gres of a partition's nodes from sinfo; '' where sinfo is missing or fails."""
-    if shutil.which("sinfo") is None:
-        return ""
-    argv = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else ""
-
-
 def _ram_gb() -> float:
     import psutil
 
@@ -158,9 +136,9 @@ def _from_topology(topo: Topology, launcher: Launcher | None) -> tuple[str | Non
         return None, None, 0, "the launcher has no GPU"
     if topo.gpu_name:
         return topo.gpu_name, topo.gpu_memory_gb, count, "nvidia-smi"
+    # A SLURM launcher's topology asked sinfo for the partition's gres already: no GPU type there (not asked twice).
     partition = getattr(getattr(launcher, "resources", None), "partition", None)
-    gres_type, _ = parse_gres(slurm_gres(partition))
-    return gres_type, None, count, f"SLURM gres of partition {partition or '(default)'}"
+    return None, None, count, f"SLURM gres of partition {partition or '(default)'}"
 
 
 def hardware(launcher: Launcher | None, gpu_type: str | None = None, gpu_memory_gb: float | None = None,
@@ -170,8 +148,8 @@ def hardware(launcher: Launcher | None, gpu_type: str | None = None, gpu_memory_
     if launcher is not None:
         name, memory, count, source = _from_topology(launcher.topology(), launcher)
         fixed = True
-    elif default_launcher in ("slurm", "remote"):
-        name, count = parse_gres(slurm_gres(partition))
+    elif default_launcher not in ("local", "empty"):
+        name, count = parse_gres(partition_gres(partition))
         memory, count, fixed = None, count or 0, False
         source = f"SLURM gres of partition {partition or '(default)'}"
     else:

@@ -5,15 +5,12 @@ Everything here runs in the controller without torch/transformers, before any pr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..data import detect_format, iter_records
-from ..errors import ConfigError, DataError
-from .base import SCRIPTS
-
-TEMPLATES = SCRIPTS / "templates"
+from ...data import detect_format, iter_records
+from ...errors import ConfigError, DataError
+from ...model import ModelFolder
 
 #: Default `lora_target_modules` per Hugging Face `model_type` (the attention projections, as alpaca-lora does).
 LORA_TARGETS: dict[str, list[str]] = {
@@ -38,56 +35,16 @@ LORA_TARGETS: dict[str, list[str]] = {
 }
 
 
-def model_type(model: Path) -> str | None:
-    try:
-        config = json.loads((model / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return config.get("model_type") if isinstance(config, dict) else None
-
-
-def default_lora_targets(model: Path) -> list[str]:
+def default_lora_targets(model: ModelFolder | Path) -> list[str]:
     """The attention projections of `model`'s architecture; a ConfigError naming the way out when unknown."""
-    kind = model_type(model)
+    model = ModelFolder.of(model)
+    kind = model.model_type
     if kind in LORA_TARGETS:
         return list(LORA_TARGETS[kind])
     raise ConfigError(
-        f"no default lora_target_modules for model_type {kind!r} ({model / 'config.json'}); "
+        f"no default lora_target_modules for model_type {kind!r} ({model.config_path}); "
         "pass lora_target_modules=[...] (names of the model's linear layers, e.g. 'q_proj,v_proj') or 'all-linear'"
     )
-
-
-def find_template(name: str) -> Path:
-    """A shipped template name (alpaca, alpaca_short, vigogne) or the path of a template JSON file."""
-    shipped = sorted(p.stem for p in TEMPLATES.glob("*.json"))
-    if name in shipped:
-        return TEMPLATES / f"{name}.json"
-    path = Path(name).expanduser()
-    if path.suffix == ".json" and path.is_file():
-        return path.resolve()
-    raise ConfigError(
-        f"unknown prompt_template_name {name!r}: use one of {', '.join(shipped)} "
-        "or the path of a JSON file with 'prompt_input' and 'prompt_no_input'"
-    )
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    try:
-        template = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"prompt template {path}: cannot read it as JSON ({exc})") from None
-    problems = []
-    for key in ("prompt_input", "prompt_no_input"):
-        text = template.get(key) if isinstance(template, dict) else None
-        if not isinstance(text, str):
-            problems.append(f"no {key!r} string")
-        elif "{instruction}" not in text:
-            problems.append(f"{key!r} has no {{instruction}} placeholder")
-    if not problems and "{input}" not in template["prompt_input"]:
-        problems.append("'prompt_input' has no {input} placeholder")
-    if problems:
-        raise ConfigError(f"prompt template {path}: {'; '.join(problems)}")
-    return template
 
 
 def min_prompt_tokens(template: dict[str, Any]) -> int:

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..data import detect_format, iter_records
-from ..errors import DataError
+from ...data import detect_format, iter_records
+from ...errors import DataError
 
 DATA_SUFFIXES = (".json", ".jsonl")  # FlagEmbedding silently skips any other file: we refuse it instead
 
@@ -65,11 +65,11 @@ def prompt_fields(options: dict[str, Any]) -> list[str]:
 def check_data(files: Iterable[Path], options: dict[str, Any], world_size: int) -> int:
     """Check the training files; returns the number of records read. Raises DataError naming file and line.
 
-    With validate=False only the first 20 records of each file are read (and the returned count covers those).
+    With validate_data=False only the first 20 records of each file are read (and the returned count covers those).
     """
     group_size = options["train_group_size"]
     distill = bool(options.get("knowledge_distillation"))
-    limit = None if options.get("validate", True) else 20
+    limit = None if options.get("validate_data", True) else 20
     # datasets fills a field some records lack with None, and FlagEmbedding then formats None as the instruction.
     seen: dict[str, dict[bool, tuple[Path, int]]] = {f: {} for f in prompt_fields(options)}
     total = 0

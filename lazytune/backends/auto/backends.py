@@ -4,7 +4,6 @@ options, whether a backend is installed, the DeepSpeed configs, and which backen
 from __future__ import annotations
 
 import difflib
-import importlib
 import importlib.util
 import json
 import os
@@ -12,16 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..sizing import ModelFacts
-from .base import Finetune
+from ...errors import ConfigError
+from ...resources import configs_dir
+from ..base import Finetune
+from .sizing import ModelFacts
 
 
 @dataclass(frozen=True)
 class Keys:
     """Where each part of a decision goes in one backend's options (None: the backend has no such knob)."""
 
-    cls: str  # module.Class under lazytune.backends
     module: str  # what the backend's environment must be able to import
     micro_batch: str
     grad_accum: str | None = None
@@ -36,43 +35,40 @@ class Keys:
     zero_stages: tuple[int, ...] = (0,)
 
 
-BACKENDS = {
-    "llamafactory": Keys("llamafactory.LlamafactoryFinetune", "llamafactory", "per_device_train_batch_size",
+DRIVEN = {
+    "llamafactory": Keys("llamafactory", "per_device_train_batch_size",
                          "gradient_accumulation_steps", lora_r="lora_rank",
                          checkpointing="disable_gradient_checkpointing", checkpointing_off=True,
                          method="finetuning_type", quantization="quantization_bit", deepspeed="deepspeed",
                          zero_stages=(0, 2, 3)),
-    "alpacalora": Keys("alpacalora.AlpacaloraFinetune", "peft", "micro_batch_size", global_batch="batch_size",
+    "alpacalora": Keys("peft", "micro_batch_size", global_batch="batch_size",
                        lora_r="lora_r"),
-    "flagembedding": Keys("flagembedding.FlagembeddingFinetune", "FlagEmbedding", "per_device_train_batch_size",
+    "flagembedding": Keys("FlagEmbedding", "per_device_train_batch_size",
                           "gradient_accumulation_steps", ctx_len="passage_max_len",
                           checkpointing="gradient_checkpointing"),
 }  # fmt: skip
 
 
 def backend_class(name: str) -> type[Finetune]:
-    module, cls = BACKENDS[name].cls.split(".")
-    return getattr(importlib.import_module(f"lazytune.backends.{module}"), cls)
+    """The trainer class of a backend auto drives, from the one registry (`lazytune.finetune`)."""
+    from ... import finetune  # at call time: finetune imports this package
+
+    return getattr(finetune, name)
 
 
 def backend_installed(name: str) -> bool:
     """Whether the backend can run here: its managed env, LAZYTUNE_<NAME>_PYTHON, or this interpreter has it."""
-    from .. import envs
+    from ... import envs
 
     if os.environ.get(envs.python_variable(name)) or envs.read_stamp(name) is not None:
         return True
-    return importlib.util.find_spec(BACKENDS[name].module) is not None
+    return importlib.util.find_spec(DRIVEN[name].module) is not None
 
 
 def deepspeed_config(stage: int) -> dict[str, Any]:
     """LLaMA-Factory's DeepSpeed ZeRO-2/3 config (configs/deepspeed/), inlined into the backend's YAML."""
     name = f"ds_z{stage}_config.json"
-    here = Path(__file__).resolve().parents[2] / "configs" / "deepspeed" / name
-    if not here.is_file():
-        from importlib.resources import files
-
-        here = Path(str(files("lazytune.configs") / "deepspeed" / name))
-    return json.loads(here.read_text(encoding="utf-8"))
+    return json.loads((configs_dir() / "deepspeed" / name).read_text(encoding="utf-8"))
 
 
 def zero_stage(value: Any) -> int:
@@ -92,10 +88,10 @@ def zero_stage(value: Any) -> int:
 def choose_backend(facts: ModelFacts, asked: str | None) -> tuple[str, str]:
     """(backend, why): embedders -> flagembedding; LLMs and VLMs -> llamafactory (alpacalora when LF is missing)."""
     if asked is not None:
-        if asked not in BACKENDS:
-            close = difflib.get_close_matches(str(asked), BACKENDS, n=2, cutoff=0.5)
+        if asked not in DRIVEN:
+            close = difflib.get_close_matches(str(asked), DRIVEN, n=2, cutoff=0.5)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"backend={asked!r} is not one auto can drive{hint} Choose from {', '.join(BACKENDS)}")
+            raise ConfigError(f"backend={asked!r} is not one auto can drive{hint} Choose from {', '.join(DRIVEN)}")
         return asked, f"backend {asked}: as you asked"
     if facts.kind in ("embed", "rerank"):
         return "flagembedding", f"backend flagembedding: {facts.name} is an {facts.kind} model ({facts.model_type})"

@@ -23,10 +23,14 @@ import yaml
 
 from launchers import Launcher, Step
 
-from ..dataset_info import dataset_info
-from ..errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
-from ..gpu_table import supports_bf16
-from ..llamafactory_keys import (
+from ...errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
+from ...options import OptionSpec, raise_problems
+from ...plan import FileSpec, Plan
+from ...run import __version__
+from ..auto.gpu_table import supports_bf16
+from ..base import Finetune, backend_python, script
+from .dataset_info import dataset_info
+from .keys import (
     MANAGED,
     config_dir,
     export_keys,
@@ -36,18 +40,14 @@ from ..llamafactory_keys import (
     managed_problems,
     option_spec,
 )
-from ..options import OptionSpec, raise_problems
-from ..plan import FileSpec, Plan
-from ..run import __version__
-from ..templates import check_tokenizer, template_for
-from .base import Finetune, backend_python, script
+from .templates import check_tokenizer, template_for
 
 PRECISION_KEYS = ("fp16", "bf16", "pure_bf16")
 
 
 def _environment(env_name: str) -> dict[str, str]:
     try:
-        from ..envs import environment_for
+        from ...envs import environment_for
     except ImportError:
         return {}
     return environment_for(env_name)
@@ -139,13 +139,13 @@ class LlamafactoryFinetune(Finetune):
         if stage == "orpo":  # LF runs ORPO as the dpo stage with the orpo loss
             o["stage"], o["pref_loss"] = "dpo", "orpo"
         try:
-            o["template"] = template_for(plan.base_model, o.get("template"))
+            o["template"] = template_for(self.model, o.get("template"))
         except ConfigError:
             if stage != "pt" or o.get("template"):
                 raise
             o["template"] = "empty"  # pretraining on raw text uses no chat format
             plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
-        check_tokenizer(plan.base_model, o["template"], bool(o.get("resize_vocab")))
+        check_tokenizer(self.model, o["template"], bool(o.get("resize_vocab")))
         self._precision(o, plan)
         entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
         plan.files += files

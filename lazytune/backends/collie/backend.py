@@ -22,10 +22,11 @@ from typing import Any
 
 from launchers import Step
 
-from ..errors import ConfigError, ModelNotFoundError
-from ..options import Option, OptionSpec, raise_problems
-from ..plan import FileSpec, Plan
-from .base import DataArg, Finetune, script
+from ...errors import ConfigError, ModelNotFoundError
+from ...options import Option, OptionSpec, raise_problems
+from ...plan import FileSpec, Plan
+from ..base import DataArg, Finetune, script
+from ..prompts import find_template, load_template
 
 #: CoLLiE 1.0.7's model implementations (collie/models/<model_type>) and the LoRA defaults for each: the modules
 #: named as in CoLLiE's (and the Hugging Face) model. internlm2's are LazyLLM's documented defaults.
@@ -38,7 +39,6 @@ MODEL_DEFAULTS: dict[str, dict[str, list[str]]] = {
     "chatglm": {"lora_target_modules": ["query_key_value", "dense"], "modules_to_save": []},
     "chatglm2": {"lora_target_modules": ["query_layer", "key_layer", "value_layer", "dense"], "modules_to_save": []},
 }
-TEMPLATES = Path(__file__).resolve().parent.parent / "scripts" / "templates"
 
 COLLIE_OPTIONS = OptionSpec("collie", [
     Option("data_path", Path, None, "training data (used when the trainer is called without data)"),
@@ -69,24 +69,6 @@ def _list_arg(values: list[str]) -> str:
     return ",".join(values)
 
 
-def load_template(name: str) -> dict[str, str]:
-    """An alpaca-lora style prompt template: a name in lazytune/scripts/templates, or the path of a .json file."""
-    path = Path(name).expanduser()
-    if not path.suffix:
-        path = TEMPLATES / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in TEMPLATES.glob("*.json"))
-        raise ConfigError(f"prompt_template_name={name!r}: no such template (known: {', '.join(known)}, or a .json)")
-    try:
-        template = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"prompt template {path} is not valid JSON: {exc}") from exc
-    missing = [k for k in ("prompt_input", "prompt_no_input") if not isinstance(template.get(k), str)]
-    if missing:
-        raise ConfigError(f"prompt template {path} lacks {', '.join(missing)}")
-    return template
-
-
 class CollieFinetune(Finetune):
     """LoRA fine-tuning with CoLLiE's Trainer (dp/pp parallel on NVIDIA GPUs), then a peft merge."""
 
@@ -101,13 +83,13 @@ class CollieFinetune(Finetune):
             raise ConfigError(f"model_name must be a short name (letters, digits, . _ + -), got {model_name!r}")
         if not isinstance(cp_files, str):
             raise ConfigError(f"cp_files must be a glob string like 'tokeniz*', got {cp_files!r}")
+        super().__init__(base_model, target_path, merge_path=merge_path, launcher=launcher, **kw)
         self.model_name = model_name
         self.cp_files = cp_files
-        super().__init__(base_model, target_path, merge_path=merge_path, launcher=launcher, **kw)
-        self.model_type = self._model_type()
-        for key, value in MODEL_DEFAULTS[self.model_type].items():
-            if self.options.get(key) is None:
-                self.options[key] = list(value)
+
+    @property
+    def model_type(self) -> str:
+        return str(self.model.config.get("model_type", ""))
 
     @classmethod
     def option_spec(cls) -> OptionSpec:
@@ -127,15 +109,14 @@ class CollieFinetune(Finetune):
                 "batch_size / that)"
             )
         raise_problems(self.name, problems)
-        load_template(options["prompt_template_name"])
-        return options
+        load_template(find_template(options["prompt_template_name"]))
+        defaults = MODEL_DEFAULTS[self._model_type()]  # LoRA modules by model type, unless given
+        return {**options, **{k: list(v) for k, v in defaults.items() if options.get(k) is None}}
 
     def _model_type(self) -> str:
-        try:
-            config = json.loads((self.base_model / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(f"cannot read {self.base_model / 'config.json'}: {exc}") from exc
-        model_type = str(config.get("model_type", ""))
+        if self.model.config_error:
+            raise ModelNotFoundError(f"cannot read {self.model.config_path}: {self.model.config_error}")
+        model_type = str(self.model.config.get("model_type", ""))
         if model_type not in MODEL_DEFAULTS:
             raise ConfigError(
                 f"finetune.collie: CoLLiE 1.0.7 has no implementation of model_type {model_type!r} "
@@ -186,7 +167,7 @@ class CollieFinetune(Finetune):
             "data_files": [str(p) for p in plan.data],
             "output_dir": str(plan.target.lora),
             "trainer_log": str(plan.target.lora / "trainer_log.jsonl"),
-            "prompt_template": load_template(o["prompt_template_name"]),
+            "prompt_template": load_template(find_template(o["prompt_template_name"])),
             "learning_rate": o["learning_rate"],
             "collie": {  # CollieConfig fields
                 "dp_size": o["dp_size"],
@@ -218,7 +199,7 @@ class CollieFinetune(Finetune):
             py, script("merge_lora.py"), "--base", str(plan.base_model), "--adapter", str(plan.target.lora),
             "--output", str(plan.target.merge), "--cp-files", self.cp_files,
         ]  # fmt: skip
-        from ..envs import environment_for
+        from ...envs import environment_for
 
         env = environment_for(self.env_name)
         plan.steps += [

@@ -9,12 +9,12 @@ is an error that says how to pass `template=`.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from pathlib import Path
 
-from .errors import ConfigError
-from .llamafactory_keys import lf_keys
+from ...errors import ConfigError
+from ...model import ModelFolder
+from .keys import lf_keys
 
 #: (pattern on the lower-cased folder name, template). First match wins: specific families before general ones.
 FAMILIES: tuple[tuple[str, str], ...] = (
@@ -131,10 +131,11 @@ def check_template(name: str) -> str:
     raise ConfigError(f"unknown LLaMA-Factory template {name!r}{hint}")
 
 
-def template_for(model: Path, explicit: str | None = None) -> str:
+def template_for(model: ModelFolder | Path, explicit: str | None = None) -> str:
     """The template for the model folder `model` (see the module docstring for the order)."""
     if explicit:
         return check_template(explicit)
+    model = ModelFolder.of(model)
     name = model.name.lower()
     exact = lf_keys()["model_templates"].get(name)
     if exact:
@@ -145,7 +146,7 @@ def template_for(model: Path, explicit: str | None = None) -> str:
     family = family_template(name)
     if family:
         return family
-    model_type = _model_type(model)
+    model_type = model.model_type
     if model_type in MODEL_TYPES:
         return MODEL_TYPES[model_type]
     raise ConfigError(
@@ -163,15 +164,7 @@ def family_template(name: str) -> str | None:
     return None
 
 
-def _model_type(model: Path) -> str | None:
-    try:
-        value = json.loads((model / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
-def check_tokenizer(model: Path, template: str, resize_vocab: bool = False) -> None:
+def check_tokenizer(model: ModelFolder | Path, template: str, resize_vocab: bool = False) -> None:
     """The token `template` makes the end-of-text token must be in the tokenizer (or fit in a spare embedding row).
 
     Otherwise LLaMA-Factory adds it as a new id past the embedding and training dies with an IndexError deep in
@@ -180,18 +173,16 @@ def check_tokenizer(model: Path, template: str, resize_vocab: bool = False) -> N
     eos = lf_keys().get("template_eos", {}).get(template)
     if not eos or resize_vocab:
         return
-    try:
-        tok = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))
-        vocab = (tok.get("model") or {}).get("vocab") or {}
-        added = {t.get("content"): t.get("id") for t in tok.get("added_tokens") or []}
-    except (OSError, ValueError, AttributeError):
+    model = ModelFolder.of(model)
+    tokens = model.tokenizer_tokens()
+    if tokens is None:
         return
-    if not isinstance(vocab, dict) or eos in vocab or eos in added:
+    vocab, added = tokens
+    if eos in vocab or eos in added:
         return
     ids = [i for i in (*vocab.values(), *added.values()) if isinstance(i, int)]
-    try:
-        rows = int(json.loads((model / "config.json").read_text(encoding="utf-8")).get("vocab_size"))
-    except (OSError, ValueError, TypeError, AttributeError):
+    rows = model.vocab_size
+    if rows is None:
         return
     if ids and rows > max(ids) + 1:
         return  # a spare embedding row takes the new token

@@ -18,13 +18,14 @@ from typing import Any
 
 from launchers import Step
 
-from ..errors import ConfigError, OptionsError
-from ..gpu_table import supports_bf16
-from ..options import OptionSpec
-from ..plan import FileSpec, Plan
-from ..run import package_versions
-from .base import Finetune
-from .flagembedding_args import (
+from ...errors import ConfigError, OptionsError
+from ...options import OptionSpec
+from ...plan import FileSpec, Plan
+from ...resources import configs_dir
+from ...run import package_versions
+from ..auto.gpu_table import supports_bf16
+from ..base import Finetune
+from .args import (
     BOTH_KINDS,
     DEEPSPEED_CONFIGS,
     DEEPSPEED_OFF,
@@ -36,23 +37,13 @@ from .flagembedding_args import (
     option_args,
     validate_kind_options,
 )
-from .flagembedding_data import check_data
+from .data import check_data
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "tokenizer.model")
 # HF Trainer prints its logs as Python dict literals, often after a progress bar on the same line:
 # {'loss': '1.2', 'grad_norm': '3.4', 'learning_rate': '0.001', 'epoch': '0.5'}
 LOG_DICT = re.compile(r"\{'(?:loss|train_runtime)'[^{}]*\}")
-
-
-def configs_dir() -> Path:
-    """Our shipped configs: `configs/` of a source checkout, else the installed `lazytune.configs` package."""
-    here = Path(__file__).resolve().parents[2] / "configs"
-    if (here / "flagembedding").is_dir():
-        return here
-    import importlib.resources
-
-    return Path(str(importlib.resources.files("lazytune.configs")))
 
 
 class FlagembeddingFinetune(Finetune):
@@ -74,19 +65,27 @@ class FlagembeddingFinetune(Finetune):
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
         kw = dict(kw)
-        self.model_kind = detect_kind(self.base_model, kw.pop("model_kind", None))
+        kind = detect_kind(self.model, kw.pop("model_kind", None))
+        options = validate_kind_options(kind, kw, self.base_model)
+        check_lengths(self.model, kind, options)
+        return {"model_kind": kind, **options}
+
+    @property
+    def model_kind(self) -> str:
+        """'embed' or 'rerank' (the `model_kind` option, read from the model when not given)."""
+        return self.options["model_kind"]
+
+    @property
+    def _given(self) -> set[str | None]:
+        """The options the user asked for, as opposed to our defaults."""
         spec = self.option_spec(self.model_kind)
-        options = validate_kind_options(self.model_kind, kw, self.base_model)
-        check_lengths(self.base_model, self.model_kind, options)
-        self._given = {spec.canonical(k) for k in kw}  # what the user asked for, as opposed to our defaults
-        return {"model_kind": self.model_kind, **options}
+        return {spec.canonical(k) for k in self.given if k != "model_kind"}
 
     # -- plan ------------------------------------------------------------------------------------------------------
     def build(self, plan: Plan) -> None:
-        o = plan.options
         topo = plan.topology
-        check_data(plan.data, o, topo.world_size)
-        self._adapt_to_hardware(plan)
+        check_data(plan.data, plan.options, topo.world_size)
+        o = self._adapt_to_hardware(plan)  # plan.options stays as validated; argv gets what the hardware allows
         py = self.python()
         versions = package_versions(py, self.version_packages)  # metadata only: a fraction of a second
         if not versions.get("flagembedding"):
@@ -115,9 +114,10 @@ class FlagembeddingFinetune(Finetune):
             Step("train", argv, log=plan.run_dir / "logs" / "train.log", cwd=plan.run_dir, distributed=True)
         )
 
-    def _adapt_to_hardware(self, plan: Plan) -> None:
-        """Drop defaults the hardware can't honour (with a note); asked-for impossibilities are errors."""
-        o, topo, problems = plan.options, plan.topology, []
+    def _adapt_to_hardware(self, plan: Plan) -> dict[str, Any]:
+        """The options with defaults the hardware can't honour dropped (with a note); asked-for impossibilities are
+        errors."""
+        o, topo, problems = dict(plan.options), plan.topology, []
         if o.get("fp16") and topo.device == "cpu":
             if "fp16" in self._given:
                 problems.append("fp16=True needs a GPU and this run is on CPU; pass fp16=False (or bf16=True)")
@@ -135,6 +135,7 @@ class FlagembeddingFinetune(Finetune):
             plan.notes.append("negatives_cross_device left off: a single process has no other device")
         if problems:
             raise OptionsError(self.name, problems)
+        return o
 
     def _deepspeed(self, plan: Plan, versions: dict[str, str | None]) -> str | None:
         """The DeepSpeed config to pass: ours (copied into the run folder) or the user's file; None for none."""

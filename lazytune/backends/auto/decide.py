@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .errors import ConfigError
+from ...errors import ConfigError
 from .gpu_table import KNOWN_GPUS, Hardware
 from .memory import Estimate, Setup, estimate, usable_gb
 from .sizing import ModelFacts, human

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import Sniffed, iter_records, sniff
-from .errors import DataError
-from .plan import FileSpec
+from ...data import Sniffed, iter_records, sniff
+from ...errors import DataError
+from ...plan import FileSpec
 
 VALIDATE_BELOW = 512 << 20  # full record check by default for files smaller than this (bytes)
 LF_SUFFIX = {"text": ".txt", "jsonl": ".jsonl", "json": ".json"}  # LF picks its loader from the file extension

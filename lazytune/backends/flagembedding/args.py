@@ -6,14 +6,13 @@ keys LazyLLM users reach for (seed, max_steps, bf16, knowledge distillation, ins
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
-from ..options import Option, OptionSpec
+from ...errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
+from ...model import ModelFolder, architecture_kind, name_kind
+from ...options import Option, OptionSpec
 
 KINDS = ("embed", "rerank")
 KIND_ALIASES = {"embed": "embed", "embedding": "embed", "rerank": "rerank", "reranker": "rerank"}
@@ -24,7 +23,7 @@ MODULES = {
 DEEPSPEED_CONFIGS = ("stage0", "stage1")  # ours, in configs/flagembedding/ds_<name>.json
 DEEPSPEED_OFF = ("none", "off", "false", "no")
 # Options lazytune consumes itself: never rendered as FlagEmbedding arguments.
-OWN = frozenset({"deepspeed", "validate"})
+OWN = frozenset({"deepspeed", "validate_data"})
 
 # TrainingArguments names that changed in transformers: {first major: {our name: the flag to use, None = drop}}.
 # transformers 5 deprecated (5.2: removed) warmup_ratio: warmup_steps takes a float < 1 as a ratio since 5.0;
@@ -69,7 +68,8 @@ def _options(kind: str, lr: float, max_len: int) -> list[Option]:
         Option("gradient_checkpointing", bool, True, "recompute activations to save memory"),
         Option("seed", int, None, "random seed (FlagEmbedding's default: 42)"),
         Option("report_to", str, "none", "experiment tracker (none, tensorboard, wandb, ...)"),
-        Option("validate", bool, True, "check every record of the data before starting (False: the first 20)"),
+        Option("validate_data", bool, True, "check every record of the data before starting (False: the first 20)",
+               aliases=("validate",)),
     ]
     if kind == "embed":
         opts += [
@@ -135,33 +135,14 @@ def other_kind(kind: str) -> str:
     return "rerank" if kind == "embed" else "embed"
 
 
-def _name_kind(name: str) -> str | None:
-    name = name.lower()
-    if "rerank" in name:
-        return "rerank"
-    if "embed" in name or name.startswith("bge"):
-        return "embed"
-    return None
-
-
-def _architecture_kind(archs: Sequence[str]) -> str | None:
-    if any(a.endswith("ForSequenceClassification") for a in archs):
-        return "rerank"
-    if any(a.endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")) for a in archs):
-        return "decoder"
-    if archs and all(a.endswith("Model") for a in archs):  # BertModel, XLMRobertaModel: a bare encoder
-        return "embed"
-    return None  # ForMaskedLM, ForPreTraining, none given: a pretrained encoder that could become either
-
-
-def detect_kind(model: Path, model_kind: Any = None) -> str:
-    """'embed' or 'rerank': `model_kind` when given, else from config.json's architectures and the folder name."""
-    try:
-        config = json.loads((model / "config.json").read_text(encoding="utf-8"))
-        archs = [str(a) for a in config.get("architectures") or []]
-    except (OSError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"cannot read {model / 'config.json'}: {exc}") from None
-    by_arch = _architecture_kind(archs)
+def detect_kind(model: ModelFolder | Path, model_kind: Any = None) -> str:
+    """'embed' or 'rerank': `model_kind` when given, else from config.json's architectures and the folder name
+    (both must agree: an encoder's kind decides which FlagEmbedding trainer runs)."""
+    model = ModelFolder.of(model)
+    if model.config_error:
+        raise ConfigError(f"cannot read {model.config_path}: {model.config_error}")
+    archs = model.architectures
+    by_arch = architecture_kind(archs)
     if by_arch == "decoder":
         raise ConfigError(
             f"{model} is a decoder model ({', '.join(archs)}): finetune.flagembedding runs FlagEmbedding's "
@@ -173,7 +154,7 @@ def detect_kind(model: Path, model_kind: Any = None) -> str:
             problem = f"'model_kind': must be one of 'embed', 'rerank', got {model_kind!r}"
             raise OptionTypeError("flagembedding", [problem])
         return kind
-    by_name = _name_kind(model.name)
+    by_name = name_kind(model.name)
     ask = "pass model_kind='embed' or model_kind='rerank'"
     if by_arch and by_name and by_arch != by_name:
         raise ConfigError(
@@ -190,16 +171,14 @@ def detect_kind(model: Path, model_kind: Any = None) -> str:
     return kind
 
 
-def check_lengths(model: Path, kind: str, options: dict[str, Any]) -> None:
+def check_lengths(model: ModelFolder | Path, kind: str, options: dict[str, Any]) -> None:
     """Sequence lengths the model's position embeddings can hold (else training dies mid-run on the first long text).
 
     An embedder encodes queries and passages separately; a reranker encodes query + passage as one sequence.
     """
-    try:
-        positions = json.loads((model / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
-        return
-    if not isinstance(positions, int):
+    model = ModelFolder.of(model)
+    positions = model.max_positions
+    if positions is None:
         return
     q, p = options["query_max_len"], options["passage_max_len"]
     longest = q + p if kind == "rerank" else max(q, p)

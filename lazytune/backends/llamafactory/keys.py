@@ -8,16 +8,15 @@ process starts, and values are coerced to the type LF expects.
 
 from __future__ import annotations
 
-import difflib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import ConfigError
-from .options import Option, OptionSpec
+from ...errors import ConfigError
+from ...options import ChoiceOption, Option, OptionSpec
+from ...resources import configs_dir
 
 #: Keys lazytune fills in itself, with what to use instead.
 MANAGED = {
@@ -54,16 +53,8 @@ TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "di
 
 
 def config_dir() -> Path:
-    """The folder holding sft.yaml, lora_export.yaml and keys.json (installed package data, else the source tree)."""
-    try:
-        from importlib.resources import files
-
-        folder = Path(str(files("lazytune.configs") / "llama_factory"))
-        if (folder / "keys.json").is_file():
-            return folder
-    except (ImportError, TypeError, ValueError):
-        pass
-    return Path(__file__).resolve().parent.parent / "configs" / "llama_factory"
+    """The folder holding sft.yaml, lora_export.yaml and keys.json."""
+    return configs_dir() / "llama_factory"
 
 
 def lf_keys() -> dict[str, Any]:
@@ -85,18 +76,6 @@ def load_yaml(path: Path | str, what: str = "config") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must be a YAML mapping of key: value, got {type(data).__name__}")
     return data
-
-
-@dataclass(frozen=True)
-class ChoiceOption(Option):
-    """An option with choices whose error says which choice was probably meant."""
-
-    def coerce(self, value: Any) -> Any:
-        try:
-            return super().coerce(value)
-        except ValueError as exc:
-            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices or ()], n=2, cutoff=0.5)
-            raise ValueError(f"{exc}; did you mean {' or '.join(map(repr, close))}?" if close else str(exc)) from None
 
 
 def is_csv_key(entry: dict[str, Any]) -> bool:

@@ -4,7 +4,7 @@
     print(trainer.explain())       # facts, estimate per GPU, the choice, the alternatives rejected
     merged = trainer("train.json")  # runs the chosen backend (finetune.llamafactory, alpacalora or flagembedding)
 
-The decision is `lazytune.decide.decide` (a pure function); this class gathers the facts (config.json, nvidia-smi or
+The decision is `decide.decide` (a pure function); this class gathers the facts (config.json, nvidia-smi or
 the launcher, overrides), maps the decision onto the chosen backend's own option names, builds that backend's
 trainer and forwards plan / start / call to it. Keywords the user passes go to the backend unchanged (checked by its
 whitelist) and are never overridden: a fixed micro batch or ZeRO stage is taken as given and the rest fitted around it.
@@ -17,18 +17,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import launchers
 from launchers import Launcher
 
-from ..config import settings
-from ..decide import Decision, Request, decide
-from ..errors import ConfigError
-from ..gpu_table import hardware
-from ..options import Option, OptionSpec
-from ..plan import Plan
-from ..sizing import model_facts
-from .auto_backends import BACKENDS, Keys, backend_class, choose_backend, deepspeed_config, zero_stage
-from .base import DataArg, Finetune, resolve_model
+from ...config import settings
+from ...errors import ConfigError
+from ...launching import make_launcher
+from ...model import ModelFolder
+from ...options import Option, OptionSpec
+from ...plan import Plan
+from ..base import DataArg, Finetune, resolve_model
+from .backends import DRIVEN, Keys, backend_class, choose_backend, deepspeed_config, zero_stage
+from .decide import Decision, Request, decide
+from .gpu_table import hardware
+from .sizing import model_facts
 
 
 class AutoFinetune:
@@ -51,7 +52,7 @@ class AutoFinetune:
             Option("gpu_type", str, None, "GPU type instead of what the launcher reports (e.g. A100-80G, H100, 4090)"),
             Option("gpu_memory_gb", float, None, "memory per GPU in GB instead of the table's or nvidia-smi's"),
             Option("ngpus", int, None, "GPUs to plan for (without a launcher: how many local GPUs to use)"),
-            Option("backend", str, None, "force a backend", choices=tuple(BACKENDS)),
+            Option("backend", str, None, "force a backend", choices=tuple(DRIVEN)),
             Option("allow_quantization", bool, True, "QLoRA may be chosen when bf16 LoRA does not fit"),
             Option("kind", str, None, "model kind instead of config.json's",
                    choices=("causal", "vlm", "embed", "rerank")),
@@ -69,11 +70,11 @@ class AutoFinetune:
         if kind not in (None, "causal", "vlm", "embed", "rerank"):
             raise ConfigError(f"kind must be 'causal', 'vlm', 'embed' or 'rerank', got {kind!r}")
         self._notes: list[str] = []
-        model = resolve_model(base_model, need_config=False)
+        model = ModelFolder.read(resolve_model(base_model, need_config=False))  # read once, shared with the trainer
         facts = model_facts(model)
         self.facts = replace(facts, kind=kind) if kind else facts
         self.backend, why_backend = choose_backend(self.facts, backend)
-        keys = BACKENDS[self.backend]
+        keys = DRIVEN[self.backend]
         cls = backend_class(self.backend)
         given = self._canonical(cls, kw)
         self.hardware = hardware(launcher, gpu_type, gpu_memory_gb, ngpus, settings().default_launcher,
@@ -169,11 +170,7 @@ class AutoFinetune:
 
     def _launcher(self) -> Launcher:
         """A launcher for exactly the GPUs chosen (when the user gave none)."""
-        n = self.decision.setup.ngpus
-        kind = settings().default_launcher
-        if kind == "slurm":
-            return launchers.slurm(ngpus=n)
-        return launchers.remote(ngpus=n) if kind == "remote" else launchers.local(ngpus=n)
+        return make_launcher(ngpus=self.decision.setup.ngpus)
 
     # -- what a trainer offers --------------------------------------------------------------------------------------
     def explain(self) -> str:

@@ -7,16 +7,15 @@ from the folder name ("Qwen2.5-0.5B", "chatglm3-6b", "qwen-1_8b", "Mixtral-8x7B"
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ...errors import ConfigError
+from ...model import ENCODERS, ModelFolder, detect_kind
 
-ENCODERS = {"bert", "roberta", "xlm-roberta", "camembert", "ernie", "nezha", "electra", "deberta", "deberta-v2"}
 UNGATED = {"phi", "gpt2", "gpt_neox", "gptj", "falcon", "starcoder2", "opt", "bloom"}  # MLP: fc1 -> act -> fc2
 TIED_BY_DEFAULT = ("gemma",)  # model types whose config class defaults to tie_word_embeddings=True
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float": 4, "half": 2}
@@ -93,22 +92,6 @@ def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
         if cfg.get(k) is not None:
             return cfg[k]
     return default
-
-
-def model_kind(cfg: dict[str, Any], folder: Path | None = None) -> str:
-    """causal / vlm / embed / rerank, from the architecture (and sentence-transformers files next to it)."""
-    archs = " ".join(cfg.get("architectures") or [])
-    model_type = str(cfg.get("model_type", "")).lower()
-    if "ForSequenceClassification" in archs:
-        return "rerank"
-    if folder is not None and ((folder / "modules.json").is_file() or
-                               (folder / "config_sentence_transformers.json").is_file()):
-        return "embed"
-    if model_type in ENCODERS:
-        return "embed"
-    if cfg.get("vision_config") or "ForConditionalGeneration" in archs and "VL" in archs.upper():
-        return "vlm"
-    return "causal"
 
 
 def _encoder_count(cfg: dict[str, Any], kind: str) -> tuple[int, int]:
@@ -188,13 +171,9 @@ def _decoder_count(cfg: dict[str, Any], model_type: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-
-
 def facts_from_config(cfg: dict[str, Any], name: str = "model", folder: Path | None = None) -> ModelFacts:
     """ModelFacts computed from a config.json dict."""
-    kind = model_kind(cfg, folder)
+    kind = detect_kind(cfg, folder)
     model_type = str(cfg.get("model_type", "")).lower()
     dtype = str(_get(cfg, "torch_dtype", "dtype", default="") or "").replace("torch.", "")
     notes: list[str] = []
@@ -262,14 +241,16 @@ def _guess_from_name(folder: Path) -> ModelFacts:
                       128, 32000, "bfloat16", source="name", notes=(note,), lora_linears=linears)  # fmt: skip
 
 
-def model_facts(folder: str | Path) -> ModelFacts:
+def model_facts(folder: str | Path | ModelFolder) -> ModelFacts:
     """Facts about the model in `folder` (config.json; the folder name only as a warned fallback)."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        return _guess_from_name(folder)
+    model = ModelFolder.of(folder)
+    if not model.config_path.is_file():
+        return _guess_from_name(model.path)
     try:
-        return facts_from_config(read_config(folder), folder.name, folder)
+        if model.config_error:
+            raise ValueError(model.config_error)
+        return facts_from_config(model.config, model.name, model.path)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"cannot size the model from {folder / 'config.json'}: {exc!r}; pass an architecture "
+        raise ConfigError(f"cannot size the model from {model.config_path}: {exc!r}; pass an architecture "
                           "lazytune knows (llama, qwen2/3, mistral, mixtral, gemma, phi, internlm2, chatglm, baichuan, "
                           "bert, xlm-roberta) or give the GPU settings yourself") from None

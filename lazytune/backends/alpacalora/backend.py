@@ -16,12 +16,14 @@ from typing import Any
 
 from launchers import Launcher, Step
 
-from ..errors import ConfigError
-from ..options import Option, OptionSpec, raise_problems
-from ..plan import Plan
-from ..progress import read_trainer_log
-from .alpacalora_checks import check_records, default_lora_targets, find_template, load_template, min_prompt_tokens
-from .base import DataArg, Finetune, script
+from ...errors import ConfigError
+from ...model import TOKENIZER_FILES
+from ...options import Option, OptionSpec, raise_problems
+from ...plan import Plan
+from ...progress import read_trainer_log
+from ..base import DataArg, Finetune, script
+from ..prompts import find_template, load_template
+from .checks import check_records, default_lora_targets, min_prompt_tokens
 
 ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
     Option("data_path", Path, None, "training data (alpaca JSON / JSON lines); or pass the data when calling"),
@@ -55,7 +57,6 @@ ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
 ])  # fmt: skip
 
 _SAFE_NAME = re.compile(r"^[\w.+-]+$")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt")
 
 
 class AlpacaloraFinetune(Finetune):
@@ -82,13 +83,18 @@ class AlpacaloraFinetune(Finetune):
         if any("/" in p or p.startswith("..") for p in patterns):
             raise ConfigError(f"finetune.alpacalora: cp_files are globs of file names in the base folder, "
                               f"got {cp_files!r}")
+        super().__init__(base_model, target_path, merge_path=merge_path, launcher=launcher, overwrite=overwrite, **kw)
         self.model_name = model_name
         self.cp_files = [p for p in patterns if p]
-        super().__init__(base_model, target_path, merge_path=merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
     @classmethod
     def option_spec(cls) -> OptionSpec:
         return ALPACALORA_OPTIONS
+
+    @property
+    def template_path(self) -> Path:
+        """The prompt template file (`prompt_template_name`: a shipped name or a JSON file)."""
+        return find_template(self.options["prompt_template_name"])
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
         if kw.get("deepspeed") == "":  # LazyLLM's way of saying "no DeepSpeed"
@@ -97,7 +103,7 @@ class AlpacaloraFinetune(Finetune):
         problems = []
         if o.get("lora_target_modules") is None:
             try:
-                o["lora_target_modules"] = default_lora_targets(self.base_model)
+                o["lora_target_modules"] = default_lora_targets(self.model)
             except ConfigError as exc:
                 problems.append(str(exc))
         elif not o["lora_target_modules"]:
@@ -129,7 +135,6 @@ class AlpacaloraFinetune(Finetune):
                     f"cutoff_len={o['cutoff_len']} leaves no response tokens: the {o['prompt_template_name']!r} "
                     f"prompt alone is at least {fixed} tokens before any instruction; raise cutoff_len (default 1030)"
                 )
-            self.template_path = template_path
         raise_problems(self.name, problems)
         return o
 
@@ -151,7 +156,7 @@ class AlpacaloraFinetune(Finetune):
         if unmatched:
             problems.append(f"cp_files {', '.join(map(repr, unmatched))} match no file in {plan.base_model} "
                             "(the merged model would lack them); fix the glob, or pass cp_files='' to copy nothing")
-        if not any((plan.base_model / name).is_file() for name in TOKENIZER_FILES):
+        if not self.model.has_tokenizer:
             problems.append(f"{plan.base_model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
         if o.get("deepspeed") and plan.topology.device == "cpu":
             problems.append("deepspeed needs GPUs; this launcher runs on CPU: leave deepspeed unset")
