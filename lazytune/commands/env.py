@@ -49,28 +49,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("path", help="print an environment's folder (or its interpreter with --python)")
-    p.add_argument("backend", metavar="BACKEND")
+    p.add_argument("backend", metavar="BACKEND", help=f"one of: {', '.join(names)}")
     p.add_argument("--python", action="store_true", help="print the interpreter the backend's steps run with")
 
     p = sub.add_parser(
         "check", help="import the backend with its interpreter, report versions and every package that differs "
         "from the lock",
     )  # fmt: skip
-    p.add_argument("backends", nargs="*", metavar="BACKEND")
+    p.add_argument("backends", nargs="*", metavar="BACKEND", help=f"one or more of: {', '.join(names)}")
     p.add_argument("--all", action="store_true", help="every environment")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser(
         "lock", help="make a new lock from a fresh resolution (installed, checked and smoke-run before it is written)"
     )
-    p.add_argument("backends", nargs="*", metavar="BACKEND")
+    p.add_argument("backends", nargs="*", metavar="BACKEND", help=f"one or more of: {', '.join(names)}")
     p.add_argument("--all", action="store_true", help="every environment")
     p.add_argument("--cuda", action="store_true", help="the CUDA variant (default: the CPU one)")
     p.add_argument("--output", type=Path, help="write here instead of configs/envs/<backend>-<variant>.txt")
     p.add_argument("--no-smoke", dest="smoke", action="store_false", help="resolve only; skip install and smoke run")
 
     p = sub.add_parser("remove", help="delete a managed environment")
-    p.add_argument("backends", nargs="+", metavar="BACKEND")
+    p.add_argument("backends", nargs="+", metavar="BACKEND", help=f"one or more of: {', '.join(names)}")
 
     parser.set_defaults(command_module=__name__)
     return parser
