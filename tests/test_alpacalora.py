@@ -158,10 +158,11 @@ def test_batch_size_must_split_over_processes(tiny_folder_model: Path, alpaca_fi
 
 def test_templates(tiny_folder_model: Path, tmp_path: Path) -> None:
     shipped = sorted(p.stem for p in TEMPLATES.glob("*.json"))
-    assert shipped == ["alpaca", "alpaca_short", "vigogne"]
+    assert shipped == ["alpaca", "alpaca_legacy", "alpaca_short", "puyu", "vigogne"]
     for name in shipped:
         load_template(TEMPLATES / f"{name}.json")
-    with pytest.raises(OptionsError, match="unknown prompt_template_name 'alpacca'.*alpaca, alpaca_short, vigogne"):
+    shipped_list = "alpaca, alpaca_legacy, alpaca_short, puyu, vigogne"
+    with pytest.raises(OptionsError, match=f"unknown prompt_template_name 'alpacca'.*{shipped_list}"):
         finetune.alpacalora(tiny_folder_model, tmp_path / "t", prompt_template_name="alpacca")
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps({"prompt_input": "Q: {instruction} {input}\nA: ", "prompt_no_input": "Q: {instruction}"

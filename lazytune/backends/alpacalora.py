@@ -39,7 +39,8 @@ ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
            "projections, e.g. q_proj,v_proj for Llama/Qwen, wqkv,wo for InternLM2; 'all-linear' for all)"),
     Option("modules_to_save", list, None, "modules trained fully and saved with the adapter (e.g. embeddings)"),
     Option("deepspeed", Path, None, "DeepSpeed config JSON (GPU only)"),
-    Option("prompt_template_name", str, "alpaca", "alpaca, alpaca_short, vigogne, or a template JSON path"),
+    Option("prompt_template_name", str, "alpaca", "alpaca, alpaca_legacy, alpaca_short, vigogne (alpaca-lora's), "
+           "puyu (LazyLLM's), or a template JSON path"),
     Option("train_on_inputs", bool, True, "False: the loss covers the response tokens only"),
     Option("show_prompt", bool, False, "print the first training sample and its label tokens"),
     Option("nccl_port", int, None, "rendezvous port of multi-process runs (default: a free port in 19000-20500)",
@@ -214,5 +215,6 @@ class AlpacaloraFinetune(Finetune):
         except (OSError, ValueError):
             return out
         keys = ("records", "train_samples", "val_samples", "dropped_over_filter_nums", "dropped_no_response_tokens",
+                "cut_before_response",
                 "input_tokens", "label_tokens")  # fmt: skip
         return {**out, **{k: stats.get(k) for k in keys}}

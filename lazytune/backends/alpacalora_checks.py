@@ -58,7 +58,7 @@ def default_lora_targets(model: Path) -> list[str]:
 
 
 def find_template(name: str) -> Path:
-    """A shipped template name (alpaca, alpaca_short, vigogne) or the path of a template JSON file."""
+    """A shipped template name (alpaca, alpaca_legacy, alpaca_short, puyu, vigogne) or a template JSON file's path."""
     shipped = sorted(p.stem for p in TEMPLATES.glob("*.json"))
     if name in shipped:
         return TEMPLATES / f"{name}.json"
