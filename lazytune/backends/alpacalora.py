@@ -215,6 +215,5 @@ class AlpacaloraFinetune(Finetune):
         except (OSError, ValueError):
             return out
         keys = ("records", "train_samples", "val_samples", "dropped_over_filter_nums", "dropped_no_response_tokens",
-                "cut_before_response",
-                "input_tokens", "label_tokens")  # fmt: skip
+                "cut_before_response", "input_tokens", "label_tokens")  # fmt: skip
         return {**out, **{k: stats.get(k) for k in keys}}
