@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--show-prompt", type=boolean, default=False)
     ap.add_argument("--resume-from-checkpoint", type=boolean, default=False)
     ap.add_argument("--warmup-steps", type=int, default=100)
+    ap.add_argument("--lr-scheduler-type", default="cosine", help="LazyLLM's copy: cosine; alpaca-lora: linear")
+    ap.add_argument("--load-best-model-at-end", type=boolean, default=True,
+                    help="with a validation set, end with the checkpoint of the lowest eval loss (as alpaca-lora)")
     ap.add_argument("--logging-steps", type=int, default=10)
     ap.add_argument("--save-steps", type=int, default=200)
     ap.add_argument("--eval-steps", type=int, default=200)
@@ -322,6 +325,7 @@ def train(args: argparse.Namespace) -> None:
         per_device_train_batch_size=args.micro_batch_size, per_device_eval_batch_size=args.micro_batch_size,
         gradient_accumulation_steps=grad_accum, num_train_epochs=args.num_epochs, learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps, optim="adamw_torch", logging_steps=args.logging_steps,
+        lr_scheduler_type=args.lr_scheduler_type, load_best_model_at_end=bool(val_set) and args.load_best_model_at_end,
         eval_strategy="steps" if val_set else "no", eval_steps=args.eval_steps if val_set else None,
         save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         bf16=bf16, fp16=fp16, use_cpu=not cuda, deepspeed=args.deepspeed or None,
