@@ -21,6 +21,7 @@ import pytest
 import launchers
 from lazytune.backends import flagembedding as fe_backend
 from lazytune.backends.flagembedding import FlagembeddingFinetune, configs_dir
+from lazytune.backends.flagembedding_args import FLAGEMBEDDING_DEFAULTS, MODULES
 from lazytune.errors import ConfigError, UnknownOptionError
 from tests.helpers.embed import fe_python, tiny_berts, write_triples
 
@@ -164,6 +165,24 @@ def test_examples_parse_the_same_with_flagembedding_s_parser(tmp_path: Path, mon
                   if k not in PATHS | {"warmup_steps"} and theirs["args"][k] != ours["args"].get(k)}  # fmt: skip
         assert differ == {}, (name, differ)
         assert ours["args"]["train_data"] == [str(data)] and ours["args"]["deepspeed"].endswith("ds_stage0.json")
+
+
+def test_the_defaults_the_plan_notes_name_are_flagembedding_s(tmp_path: Path) -> None:
+    """FLAGEMBEDDING_DEFAULTS (quoted in the plan notes) are what FlagEmbedding's parser fills in."""
+    python = fe_python()
+    required = ["--model_name_or_path", "m", "--train_data", "d", "--output_dir", "o"]
+    jobs = [{"module": MODULES[kind], "argv": required} for kind in ("embed", "rerank")]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    proc = subprocess.run([python, str(PARSE), str(tmp_path / "jobs.json")], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    embed, rerank = (p["args"] for p in json.loads(proc.stdout.strip().splitlines()[-1]))
+    for key, value in FLAGEMBEDDING_DEFAULTS.items():
+        name = "warmup_steps" if key == "warmup_ratio" else key  # transformers 5: a float < 1 there is a ratio
+        got = embed[name]
+        assert got == value or (value is False and got is None), (key, got)
+        if name in rerank and key != "query_instruction_for_retrieval":
+            assert rerank[name] == embed[name], key
 
 
 @pytest.mark.slow

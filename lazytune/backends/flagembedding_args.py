@@ -41,7 +41,7 @@ PADDING_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "c
 FLAGEMBEDDING_DEFAULTS: dict[str, Any] = {
     "query_max_len": 32, "passage_max_len": 128, "pad_to_multiple_of": None, "learning_rate": 5e-5,
     "num_train_epochs": 3.0, "per_device_train_batch_size": 8, "dataloader_drop_last": False, "warmup_ratio": 0.0,
-    "weight_decay": 0.0, "logging_steps": 500, "save_steps": 500, "overwrite_output_dir": False, "fp16": False,
+    "weight_decay": 0.0, "logging_steps": 500, "save_steps": 500, "fp16": False,
     "gradient_checkpointing": False, "negatives_cross_device": False, "query_instruction_for_retrieval": None,
 }  # fmt: skip
 #: Arguments of FlagEmbedding's encoder_only.m3 trainer only (its examples m3*.sh).
