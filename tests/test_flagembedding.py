@@ -388,12 +388,14 @@ def test_lengths_beyond_the_position_embeddings(tmp_path: Path) -> None:
     ("qwen2", ["Qwen2Model"], "embed"),
     ("gemma", ["GemmaForCausalLM"], "rerank"),  # bge-reranker-v2-gemma
     ("qwen2", ["Qwen2ForSequenceClassification"], None),
+    (None, ["Gemma2Model"], None),  # no model_type: the architecture's name says it
 ])  # fmt: skip
-def test_decoder_only_models_are_refused_with_the_reason(tmp_path: Path, model_type: str, archs: list[str],
+def test_decoder_only_models_are_refused_with_the_reason(tmp_path: Path, model_type: str | None, archs: list[str],
                                                          kind: str | None) -> None:  # fmt: skip
     model = tmp_path / "bge-decoder"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"model_type": model_type, "architectures": archs}))
+    config = {"architectures": archs, **({"model_type": model_type} if model_type else {})}
+    (model / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError) as err:
         FlagembeddingFinetune(model, tmp_path / "out", **({"model_kind": kind} if kind else {}), **CPU1)
     message = str(err.value)

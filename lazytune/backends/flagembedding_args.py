@@ -184,6 +184,8 @@ def _name_kind(name: str) -> str | None:
 def _architecture_kind(archs: Sequence[str], model_type: str | None = None) -> str | None:
     if model_type in DECODER_TYPES:  # Gemma2Model, MistralModel, Qwen2ForSequenceClassification: decoder-only
         return "decoder"
+    if any(a.removesuffix("Model").lower() in DECODER_TYPES for a in archs):  # no model_type: Gemma2Model, ...
+        return "decoder"
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return "rerank"
     if any(a.endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")) for a in archs):
