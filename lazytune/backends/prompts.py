@@ -14,7 +14,7 @@ TEMPLATES = SCRIPTS / "templates"
 
 
 def find_template(name: str) -> Path:
-    """A shipped template name (alpaca, alpaca_short, vigogne) or the path of a template JSON file."""
+    """A shipped template name (alpaca, alpaca_legacy, alpaca_short, puyu, vigogne) or a template JSON file's path."""
     shipped = sorted(p.stem for p in TEMPLATES.glob("*.json"))
     if name in shipped:
         return TEMPLATES / f"{name}.json"

@@ -41,7 +41,8 @@ ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
            "projections, e.g. q_proj,v_proj for Llama/Qwen, wqkv,wo for InternLM2; 'all-linear' for all)"),
     Option("modules_to_save", list, None, "modules trained fully and saved with the adapter (e.g. embeddings)"),
     Option("deepspeed", Path, None, "DeepSpeed config JSON (GPU only)"),
-    Option("prompt_template_name", str, "alpaca", "alpaca, alpaca_short, vigogne, or a template JSON path"),
+    Option("prompt_template_name", str, "alpaca", "alpaca, alpaca_legacy, alpaca_short, vigogne (alpaca-lora's), "
+           "puyu (LazyLLM's), or a template JSON path"),
     Option("train_on_inputs", bool, True, "False: the loss covers the response tokens only"),
     Option("show_prompt", bool, False, "print the first training sample and its label tokens"),
     Option("nccl_port", int, None, "rendezvous port of multi-process runs (default: a free port in 19000-20500)",
@@ -49,6 +50,11 @@ ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
     Option("resume_from_checkpoint", bool, False, "continue from the last checkpoint-N in lazyllm_lora "
            "(needs overwrite=True; the checkpoints are kept)"),
     Option("warmup_steps", int, 100, "learning-rate warm-up steps", minimum=0),
+    Option("lr_scheduler_type", str, "cosine", "learning-rate schedule after warm-up (LazyLLM's copy: cosine; "
+           "alpaca-lora's original: linear)", choices=("cosine", "linear", "constant", "constant_with_warmup",
+                                                       "cosine_with_restarts", "polynomial")),
+    Option("load_best_model_at_end", bool, True, "with val_set_size > 0: the adapter is the checkpoint with the "
+           "lowest eval loss, as in alpaca-lora (False: the last one; needs save_steps a multiple of eval_steps)"),
     Option("logging_steps", int, 10, "log the loss every N steps", minimum=1),
     Option("save_steps", int, 200, "write a checkpoint every N steps", minimum=1),
     Option("eval_steps", int, 200, "evaluate every N steps (when val_set_size > 0)", minimum=1),
@@ -119,6 +125,10 @@ class AlpacaloraFinetune(Finetune):
             problems.append(f"nccl_port must be a TCP port in 1024-65535, got {o['nccl_port']}")
         if o["lora_dropout"] >= 1:
             problems.append(f"lora_dropout must be < 1, got {o['lora_dropout']}")
+        if o["val_set_size"] and o["load_best_model_at_end"] and o["save_steps"] % o["eval_steps"]:
+            problems.append(f"load_best_model_at_end=True needs save_steps ({o['save_steps']}) to be a multiple of "
+                            f"eval_steps ({o['eval_steps']}): checkpoints are chosen by their eval loss; change "
+                            "them or pass load_best_model_at_end=False")  # fmt: skip
         if o.get("deepspeed") and not Path(o["deepspeed"]).is_file():
             problems.append(f"deepspeed config not found: {o['deepspeed']}")
         if o["resume_from_checkpoint"] and not self.overwrite:
@@ -178,8 +188,8 @@ class AlpacaloraFinetune(Finetune):
         ]  # fmt: skip
         for key in ("batch_size", "micro_batch_size", "num_epochs", "learning_rate", "cutoff_len", "filter_nums",
                     "val_set_size", "lora_r", "lora_alpha", "lora_dropout", "train_on_inputs", "show_prompt",
-                    "resume_from_checkpoint", "warmup_steps", "logging_steps", "save_steps", "eval_steps",
-                    "save_total_limit", "seed"):  # fmt: skip
+                    "resume_from_checkpoint", "warmup_steps", "lr_scheduler_type", "load_best_model_at_end",
+                    "logging_steps", "save_steps", "eval_steps", "save_total_limit", "seed"):  # fmt: skip
             train += [f"--{key.replace('_', '-')}", str(o[key]).lower() if isinstance(o[key], bool) else str(o[key])]
         if o.get("modules_to_save"):
             train += ["--modules-to-save", ",".join(o["modules_to_save"])]
@@ -219,5 +229,5 @@ class AlpacaloraFinetune(Finetune):
         except (OSError, ValueError):
             return out
         keys = ("records", "train_samples", "val_samples", "dropped_over_filter_nums", "dropped_no_response_tokens",
-                "input_tokens", "label_tokens")  # fmt: skip
+                "cut_before_response", "input_tokens", "label_tokens")  # fmt: skip
         return {**out, **{k: stats.get(k) for k in keys}}

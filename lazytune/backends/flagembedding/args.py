@@ -20,7 +20,33 @@ MODULES = {
     "embed": "FlagEmbedding.finetune.embedder.encoder_only.base",
     "rerank": "FlagEmbedding.finetune.reranker.encoder_only.base",
 }
-DEEPSPEED_CONFIGS = ("stage0", "stage1")  # ours, in configs/flagembedding/ds_<name>.json
+DECODER_MODULES = (
+    "FlagEmbedding.finetune.embedder.decoder_only.base", "FlagEmbedding.finetune.embedder.decoder_only.icl",
+    "FlagEmbedding.finetune.reranker.decoder_only.base", "FlagEmbedding.finetune.reranker.decoder_only.layerwise",
+)  # fmt: skip
+#: Hugging Face model_type values of decoder-only LMs (a bare `Gemma2Model` is still one).
+DECODER_TYPES = frozenset({
+    "llama", "mistral", "mixtral", "qwen", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3",
+    "gemma3_text", "internlm", "internlm2", "internlm3", "minicpm", "minicpm3", "yi", "deepseek", "deepseek_v2",
+    "deepseek_v3", "phi", "phi3", "opt", "gptj", "gpt2", "gpt_neo", "gpt_neox", "gpt_bigcode", "bloom", "falcon",
+    "starcoder2", "olmo", "olmo2", "cohere", "stablelm", "granite", "smollm3", "baichuan", "chatglm", "glm", "glm4",
+})  # fmt: skip
+#: model_type values whose position ids start after the padding index (RoBERTa's offset): the model can use
+#: max_position_embeddings - pad_token_id - 1 positions (514 -> 512, bge-m3's 8194 -> 8192).
+PADDING_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                                  "longformer", "mpnet", "ibert", "roberta-prelayernorm", "markuplm"})  # fmt: skip
+#: FlagEmbedding's own defaults (its argument dataclasses, 1.4.2) where lazytune's (LazyLLM's) differ: the plan says
+#: which of LazyLLM's values a run uses, so a user translating a FlagEmbedding command sees them.
+FLAGEMBEDDING_DEFAULTS: dict[str, Any] = {
+    "query_max_len": 32, "passage_max_len": 128, "pad_to_multiple_of": None, "learning_rate": 5e-5,
+    "num_train_epochs": 3.0, "per_device_train_batch_size": 8, "dataloader_drop_last": False, "warmup_ratio": 0.0,
+    "weight_decay": 0.0, "logging_steps": 500, "save_steps": 500, "fp16": False,
+    "gradient_checkpointing": False, "negatives_cross_device": False, "query_instruction_for_retrieval": None,
+}  # fmt: skip
+#: Arguments of FlagEmbedding's encoder_only.m3 trainer only (its examples m3*.sh).
+M3_OPTIONS = frozenset({"unified_finetuning", "use_self_distill", "fix_encoder", "self_distill_start_step",
+                        "colbert_dim"})  # fmt: skip
+DEEPSPEED_CONFIGS = ("stage0", "stage1")  # FlagEmbedding's examples/finetune/ds_stage*.json, in configs/flagembedding
 DEEPSPEED_OFF = ("none", "off", "false", "no")
 # Options lazytune consumes itself: never rendered as FlagEmbedding arguments.
 OWN = frozenset({"deepspeed", "validate_data"})
@@ -79,6 +105,11 @@ def _options(kind: str, lr: float, max_len: int) -> list[Option]:
             Option("kd_loss_type", str, "kl_div", "knowledge distillation loss", choices=("kl_div", "m3_kd_loss")),
             Option("negatives_cross_device", bool, True, "share negatives across processes (multi-process only "
                    "unless asked for)"),
+            Option("same_dataset_within_batch", bool, None, "every batch from one data file (FlagEmbedding)"),
+            Option("small_threshold", int, None, "with same_dataset_within_batch: merge files smaller than this",
+                   minimum=0),
+            Option("drop_threshold", int, None, "with same_dataset_within_batch: drop merged files smaller than "
+                   "this", minimum=0),
         ]
     return opts
 
@@ -111,7 +142,13 @@ def validate_kind_options(kind: str, kw: dict[str, Any], model: Path) -> dict[st
     spec, other = OPTION_SPECS[kind], OPTION_SPECS[other_kind(kind)]
     a_other = "an embed" if kind == "rerank" else "a rerank"
     problems = []
-    for key in (k for k in kw if k not in spec):
+    m3 = sorted(k for k in kw if k in M3_OPTIONS)
+    if m3:
+        problems.append(f"{', '.join(m3)}: options of bge-m3's unified fine-tuning (FlagEmbedding.finetune.embedder."
+                        "encoder_only.m3: dense + sparse + multi-vector, self-distillation), which lazytune does not "
+                        "run; lazytune trains bge-m3's dense embeddings with encoder_only.base (leave these out), "
+                        "or run the m3 trainer with FlagEmbedding directly")  # fmt: skip
+    for key in (k for k in kw if k not in spec and k not in M3_OPTIONS):
         close = other.suggestions(key) if not spec.suggestions(key) else []
         if key in other:
             problems.append(f"{key!r} is an option of {other_kind(kind)} models, but {model.name} is fine-tuned as "
@@ -135,18 +172,33 @@ def other_kind(kind: str) -> str:
     return "rerank" if kind == "embed" else "embed"
 
 
+def _architecture_kind(archs: list[str], model_type: str | None) -> str | None:
+    if model_type in DECODER_TYPES:  # Gemma2Model, MistralModel, Qwen2ForSequenceClassification: decoder-only
+        return "decoder"
+    if any(a.removesuffix("Model").lower() in DECODER_TYPES for a in archs):  # no model_type: Gemma2Model, ...
+        return "decoder"
+    return architecture_kind(archs)
+
+
 def detect_kind(model: ModelFolder | Path, model_kind: Any = None) -> str:
     """'embed' or 'rerank': `model_kind` when given, else from config.json's architectures and the folder name
-    (both must agree: an encoder's kind decides which FlagEmbedding trainer runs)."""
+    (both must agree: an encoder's kind decides which FlagEmbedding trainer runs). Decoder-only models are refused."""
     model = ModelFolder.of(model)
     if model.config_error:
         raise ConfigError(f"cannot read {model.config_path}: {model.config_error}")
     archs = model.architectures
-    by_arch = architecture_kind(archs)
+    model_type = model.model_type
+    by_arch = _architecture_kind(archs, model_type)
     if by_arch == "decoder":
+        # Trained by the encoder-only trainer (cls pooling, no LoRA) such a model gives every text the same
+        # embedding and its loss never moves: FlagEmbedding has separate decoder-only trainers for these.
         raise ConfigError(
-            f"{model} is a decoder model ({', '.join(archs)}): finetune.flagembedding runs FlagEmbedding's "
-            "encoder-only trainers (BERT, XLM-RoBERTa, ... embedders and rerankers)"
+            f"{model} is a decoder-only model ({', '.join(archs) or 'no architectures'}, model_type "
+            f"{model_type!r}): finetune.flagembedding runs FlagEmbedding's encoder-only trainers (BERT, XLM-RoBERTa, "
+            "... embedders and rerankers), which would train it with cls pooling and without LoRA. Decoder-only "
+            "embedders and rerankers (bge-multilingual-gemma2, bge-en-icl, bge-reranker-v2-gemma, ...) need "
+            "FlagEmbedding's decoder-only trainers (" + ", ".join(DECODER_MODULES) + "), which lazytune does not "
+            "run yet: run them with FlagEmbedding directly"
         )
     if model_kind is not None:
         kind = KIND_ALIASES.get(str(model_kind).strip().lower()) if isinstance(model_kind, str) else None
@@ -177,15 +229,21 @@ def check_lengths(model: ModelFolder | Path, kind: str, options: dict[str, Any])
     An embedder encodes queries and passages separately; a reranker encodes query + passage as one sequence.
     """
     model = ModelFolder.of(model)
+    config = model.config
     positions = model.max_positions
     if positions is None:
         return
+    where = "max_position_embeddings"
+    pad = config.get("pad_token_id")
+    if config.get("model_type") in PADDING_OFFSET_TYPES and isinstance(pad, int):
+        positions -= pad + 1  # position ids start at pad_token_id + 1
+        where = f"max_position_embeddings {positions + pad + 1} minus the padding offset {pad + 1}"
     q, p = options["query_max_len"], options["passage_max_len"]
     longest = q + p if kind == "rerank" else max(q, p)
     if longest > positions:
         what = f"query_max_len + passage_max_len = {longest}" if kind == "rerank" else f"a max_len of {longest}"
         raise OptionsError(f"flagembedding ({kind})", [
-            f"{what} exceeds the {positions} positions of {model.name} (max_position_embeddings): lower "
+            f"{what} exceeds the {positions} positions of {model.name} ({where}): lower "
             "query_max_len / passage_max_len"
         ])  # fmt: skip
 

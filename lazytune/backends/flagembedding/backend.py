@@ -1,7 +1,8 @@
 """finetune.flagembedding: fine-tune embedding models and rerankers with the real FlagEmbedding package.
 
 One distributed step, `python -m FlagEmbedding.finetune.{embedder|reranker}.encoder_only.base ...`, run with the
-flagembedding environment's Python (under torchrun when the launcher runs several processes).
+flagembedding environment's Python (under torchrun when the launcher runs several processes) through
+scripts/flagembedding_train.py, which adds only a callback writing the run's trainer_log.jsonl (the progress bar).
 
 Output layout: FlagEmbedding writes a complete model (no LoRA, no merge step), into `<target>/lazyllm_merge` (or
 `merge_path`), the folder the call returns; `<target>/lazytune_run.json` is the manifest, `<target>/lazytune_runs/`
@@ -21,14 +22,16 @@ from launchers import Step
 from ...errors import ConfigError, OptionsError
 from ...options import OptionSpec
 from ...plan import FileSpec, Plan
+from ...progress import read_trainer_log
 from ...resources import configs_dir
 from ...run import package_versions
 from ..auto.gpu_table import supports_bf16
-from ..base import Finetune
+from ..base import Finetune, script
 from .args import (
     BOTH_KINDS,
     DEEPSPEED_CONFIGS,
     DEEPSPEED_OFF,
+    FLAGEMBEDDING_DEFAULTS,
     MODULES,
     OPTION_SPECS,
     check_lengths,
@@ -84,8 +87,10 @@ class FlagembeddingFinetune(Finetune):
     # -- plan ------------------------------------------------------------------------------------------------------
     def build(self, plan: Plan) -> None:
         topo = plan.topology
-        check_data(plan.data, plan.options, topo.world_size)
+        records = check_data(plan.data, plan.options, topo.world_size)
+        self._check_last_batch(plan, records)
         o = self._adapt_to_hardware(plan)  # plan.options stays as validated; argv gets what the hardware allows
+        self._note_lazyllm_defaults(plan, o)
         py = self.python()
         versions = package_versions(py, self.version_packages)  # metadata only: a fraction of a second
         if not versions.get("flagembedding"):
@@ -98,7 +103,8 @@ class FlagembeddingFinetune(Finetune):
             plan.notes.append(f"{key} is not an argument of transformers {versions['transformers']}: not passed")
         out = plan.result = plan.target.merge
         argv = [
-            py, "-m", MODULES[self.model_kind],
+            py, script("flagembedding_train.py"), "--trainer-log", str(self.progress_log(plan)),
+            "-m", MODULES[self.model_kind],
             "--model_name_or_path", str(plan.base_model),
             "--train_data", *map(str, plan.data),
             "--output_dir", str(out),
@@ -107,12 +113,43 @@ class FlagembeddingFinetune(Finetune):
         deepspeed = self._deepspeed(plan, versions)
         if deepspeed:
             argv += ["--deepspeed", deepspeed]
+        elif o.get("gradient_checkpointing") and topo.world_size > 1:
+            # DDP + reentrant checkpointing: "Expected to mark a variable ready only once" on transformers 4.x
+            argv += ["--gradient_checkpointing_kwargs", '{"use_reentrant": false}']
+            plan.notes.append("gradient_checkpointing_kwargs={'use_reentrant': False}: several processes without "
+                              "DeepSpeed (reentrant checkpointing breaks DDP)")  # fmt: skip
         if topo.device == "cpu":
             # Without it, processes started by torchrun on a CPU-only host each train alone (no gloo group).
             argv += ["--use_cpu", "True"]
         plan.steps.append(
             Step("train", argv, log=plan.run_dir / "logs" / "train.log", cwd=plan.run_dir, distributed=True)
         )
+
+    def _check_last_batch(self, plan: Plan, records: int) -> None:
+        """A reranker's short last batch is reshaped into groups that mix queries: refuse unless none can occur."""
+        o = plan.options
+        if self.model_kind != "rerank" or o["dataloader_drop_last"]:
+            return
+        batch = o["per_device_train_batch_size"] * plan.topology.world_size
+        validated = o.get("validate_data", True)
+        if validated and records % batch == 0:
+            return  # every batch is full
+        counted = f"{records} records" if validated else "the record count is unknown (validate_data=False)"
+        raise OptionsError(self.name, [
+            f"dataloader_drop_last=False with a reranker: {counted}, not a multiple of {batch} "
+            f"(per_device_train_batch_size x {plan.topology.world_size} process(es)), and FlagEmbedding reshapes a "
+            "short last batch so that a negative is trained as the positive; keep dataloader_drop_last=True or "
+            f"give a multiple of {batch} records"
+        ])  # fmt: skip
+
+    def _note_lazyllm_defaults(self, plan: Plan, o: dict[str, Any]) -> None:
+        """Say which values (`o`: the options the run uses) come from LazyLLM's defaults where FlagEmbedding's own
+        default differs."""
+        spec = self.option_spec(self.model_kind)
+        used = [f"{k}={o[k]!r} (FlagEmbedding: {v!r})" for k, v in FLAGEMBEDDING_DEFAULTS.items()
+                if k in spec and k not in self._given and o.get(k) is not None and o[k] != v]  # fmt: skip
+        if used:
+            plan.notes.append("LazyLLM's defaults, not FlagEmbedding's, for options not given: " + ", ".join(used))
 
     def _adapt_to_hardware(self, plan: Plan) -> dict[str, Any]:
         """The options with defaults the hardware can't honour dropped (with a note); asked-for impossibilities are
@@ -178,8 +215,22 @@ class FlagembeddingFinetune(Finetune):
             problems.append(f"no tokenizer files in {out}")
         return problems
 
+    def progress_log(self, plan: Plan) -> Path | None:
+        return plan.run_dir / "trainer_log.jsonl"  # written by scripts/flagembedding_train.py's callback
+
     def metrics(self, plan: Plan) -> dict[str, Any]:
-        """Steps, final loss and train loss from HF Trainer's own log lines in the step log."""
+        """Steps, final loss and train loss from HF Trainer's own log lines in the step log; a warning when the
+        loss never moved (a model FlagEmbedding cannot train this way, e.g. every text getting the same embedding)."""
+        out = self._log_metrics(plan)
+        entries = read_trainer_log(self.progress_log(plan))
+        losses = [e["loss"] for e in entries if isinstance(e.get("loss"), (int, float))]
+        if len(losses) >= 3 and max(losses) - min(losses) <= 1e-6 * max(1.0, abs(losses[0])):
+            out["warnings"] = [f"the loss never moved ({losses[0]:.6g} at all {len(losses)} logged steps): the model "
+                               "did not learn; check that it is an encoder FlagEmbedding's encoder-only trainer "
+                               "can train, the learning rate, and the data"]  # fmt: skip
+        return out
+
+    def _log_metrics(self, plan: Plan) -> dict[str, Any]:
         entries = []
         log = plan.steps[0].log if plan.steps else None
         if log is None or not log.is_file():
