@@ -7,7 +7,8 @@ For each environment, from a warm cache (each variant is run once first to fill 
   lock+uv      `lazytune env install` from the committed lock with uv (the default when uv is installed)
 The two `lazytune env install` rows include the imports check and the smoke run (what makes an environment count as
 installed); the time spent creating the venv and installing the packages alone is printed beside them. Everything
-goes to a temporary LAZYTUNE_HOME; results: benchmarks/results/envs-<time>.json and a table on stdout. Goal: <= 20 s per environment with lock+uv.
+goes to a temporary LAZYTUNE_HOME; results: benchmarks/results/envs-<time>.json and a table on stdout.
+Goal: <= 20 s per environment with lock+uv.
 """
 
 from __future__ import annotations
