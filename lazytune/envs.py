@@ -267,6 +267,17 @@ BACKENDS: Mapping[str, EnvSpec] = MappingProxyType(
                 ),
             ),
             EnvSpec(
+                name="lazyllm",
+                description="LazyLLM 1.4.0: the client whose TrainableModule drives lazytune (tests, benchmarks)",
+                requirements=("lazyllm==1.4.0",),
+                imports=("lazyllm",),
+                report=("lazyllm",),
+                smoke="none",
+                cuda_requirements=(),
+                optional=(),
+                notes=("no torch: LazyLLM only plans and starts the fine-tune, lazytune's environments train",),
+            ),
+            EnvSpec(
                 name="collie",
                 description="CoLLiE (collie-lm 1.0.7): transformers 4.40.2 + peft 0.10.0; trains on CUDA only",
                 requirements=(TORCH, "transformers==4.40.2", "peft==0.10.0", "collie-lm==1.0.7", "safetensors"),
@@ -1171,10 +1182,11 @@ def render_lock(
         *(f"# Added without its dependencies: {r}" for r in spec.unresolved),
         "# Why the odd pins:",
         *(f"#   - {n}" for n in spec.notes),
-        f"#   - torch {pins.get('torch', '?')}: "
-        + ("PyPI's default Linux build (CUDA 13.0; driver >= 580). `env install --cuda` swaps in a CUDA 12.6 build "
-           "for older drivers." if variant == "cuda" else
-           "the CPU build: from pip's find-links or LAZYTUNE_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"),
+        *([f"#   - torch {pins['torch']}: "
+           + ("PyPI's default Linux build (CUDA 13.0; driver >= 580). `env install --cuda` swaps in a CUDA 12.6 "
+              "build for older drivers." if variant == "cuda" else
+              "the CPU build: from pip's find-links or LAZYTUNE_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu")]
+          if "torch" in pins else []),
         f"# Verified: {verified}",
         "# `lazytune env install` installs exactly these lines (--no-deps); `lazytune env check` reports drift.",
     ]  # fmt: skip
