@@ -219,9 +219,10 @@ class FlagembeddingFinetune(Finetune):
         return plan.run_dir / "trainer_log.jsonl"  # written by scripts/flagembedding_train.py's callback
 
     def metrics(self, plan: Plan) -> dict[str, Any]:
-        """Steps, final loss and train loss from HF Trainer's own log lines in the step log; a warning when the
-        loss never moved (a model FlagEmbedding cannot train this way, e.g. every text getting the same embedding)."""
-        out = self._log_metrics(plan)
+        """Steps and losses from the trainer log (as every backend), train loss and runtime from HF Trainer's own log
+        lines in the step log; a warning when the loss never moved (a model FlagEmbedding cannot train this way,
+        e.g. every text getting the same embedding)."""
+        out = {**super().metrics(plan), **self._log_metrics(plan)}
         entries = read_trainer_log(self.progress_log(plan))
         losses = [e["loss"] for e in entries if isinstance(e.get("loss"), (int, float))]
         if len(losses) >= 3 and max(losses) - min(losses) <= 1e-6 * max(1.0, abs(losses[0])):
