@@ -170,7 +170,7 @@ def sbatch_argv(
 def step_argv(step: Step, res: Resources) -> list[str]:
     """The argv that runs `step` inside the allocation (torchrun / srun for distributed steps)."""
     nproc = res.ntasks_per_node
-    if not step.distributed or (res.nnodes == 1 and nproc == 1):
+    if not step.runs_torchrun(nproc, res.nnodes):
         return list(step.argv)
     if res.nnodes == 1:
         return torchrun_argv(step.argv, nproc, master_addr="127.0.0.1", master_port=shell_var("MASTER_PORT"))
