@@ -55,7 +55,7 @@ class Step:
 
     def describe(self) -> str:
         """Readable multi-line form: argv one item per line, env with secrets masked."""
-        kind = " (distributed, always under torchrun)" if self.torchrun else " (distributed)" if self.distributed else ""
+        kind = " (distributed, under torchrun)" if self.torchrun else (" (distributed)" if self.distributed else "")
         lines = [f"step {self.name}" + kind]
         lines += [f"  argv[{i}] = {a!r}" for i, a in enumerate(self.argv)]
         for k, v in sorted(self.env.items()):
