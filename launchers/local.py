@@ -197,7 +197,7 @@ class LocalLauncher(Launcher):
         chosen = self.chosen_gpus()
         if chosen and self.nproc is not None and self.nproc > len(chosen):
             return [f"nproc={self.nproc} but {len(chosen)} GPU(s) chosen (ngpus={self.ngpus}): each process needs "
-                    f"its own GPU; pass ngpus={self.nproc} (if the machine has them) or nproc={len(chosen)}"]
+                    f"its own GPU (one GPU per process); pass ngpus={self.nproc} or nproc={len(chosen)}"]
         return []
 
     def environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -124,6 +124,11 @@ class Resources:
     time: str | None = None
     cpus_per_task: int | None = None
     mem: str | None = None
+    gpu_type: str | None = None  # gres type ('a100'): asked for as --gres=gpu:a100:N
+
+    @property
+    def gres(self) -> str:
+        return f"gpu:{self.gpu_type}:{self.ngpus}" if self.gpu_type else f"gpu:{self.ngpus}"
 
 
 def _job_name(name: str) -> str:
@@ -150,7 +155,7 @@ def sbatch_argv(
         f"--nodes={res.nnodes}", f"--ntasks-per-node={res.ntasks_per_node}",
     ]  # fmt: skip
     if res.ngpus:
-        argv.append(f"--gres=gpu:{res.ngpus}")
+        argv.append(f"--gres={res.gres}")
     if res.partition:
         argv.append(f"--partition={res.partition}")
     if res.time:
@@ -180,7 +185,7 @@ def step_argv(step: Step, res: Resources) -> list[str]:
         f"--cpus-per-task={nproc * (res.cpus_per_task or 1)}", "--kill-on-bad-exit=1", "--export=ALL",
     ]  # fmt: skip
     if res.ngpus:
-        srun.append(f"--gres=gpu:{res.ngpus}")
+        srun.append(f"--gres={res.gres}")
     # One torchrun per node; they meet at a c10d rendezvous on the first node (same command on every node).
     torchrun = [
         python, "-m", "torch.distributed.run", f"--nnodes={res.nnodes}", f"--nproc_per_node={nproc}",
@@ -308,6 +313,24 @@ def parse_gres_gpu_name(sinfo_gres: str) -> str | None:
         parts = re.sub(r"\(.*?\)", "", item).split(":")
         if len(parts) == 3 and parts[0] == "gpu" and parts[1] and not parts[1].isdigit():
             return parts[1].replace("_", " ").upper()
+    return None
+
+
+def parse_probe(output: str) -> tuple[str, float | None, float | None] | None:
+    """(name, memory GiB, compute capability) from `nvidia-smi --query-gpu=name,memory.total,compute_cap` output."""
+    for line in output.splitlines():
+        *name, total, cap = [p.strip() for p in line.split(",")] if line.count(",") >= 2 else ["", "", ""]
+        if not name or not ",".join(name):
+            continue
+        try:
+            memory = round(float(total) / 1024, 1)
+        except ValueError:
+            memory = None
+        try:
+            capability = float(cap)
+        except ValueError:
+            capability = None
+        return ", ".join(name), memory, capability
     return None
 
 
@@ -536,7 +559,9 @@ class SlurmLauncher(Launcher):
     steps (default: one per GPU, or 1). `partition` defaults to $LAZYTUNE_SLURM_PARTITION, else the cluster's
     default partition. `time` is a SLURM time ('2:00:00', '1-0') or minutes. `sbatch_args` are extra
     sbatch flags, passed as given. `folder` holds one sub-folder per submission (script, sbatch output, step status);
-    default: a `slurm` folder beside the first step's log.
+    default: a `slurm` folder beside the first step's log. `gpu_type` asks for GPUs of that gres type
+    (`--gres=gpu:a100:N`) and tells plans what they are; without it, the GPU model comes from the partition's typed
+    gres (`sinfo`), else from one node asked with `srun ... nvidia-smi` (within `probe_seconds`; 0: never ask).
     """
 
     def __init__(
@@ -555,6 +580,8 @@ class SlurmLauncher(Launcher):
         folder: str | os.PathLike | None = None,
         nproc: int | None = None,
         poll_seconds: float | None = None,
+        gpu_type: str | None = None,
+        probe_seconds: int = 30,
     ):
         for label, value, low in (("nnodes", nnodes, 1), ("ngpus", ngpus, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -572,12 +599,15 @@ class SlurmLauncher(Launcher):
             raise TypeError("sbatch_args must be a list of flags, not a string")
         for k in [*(env or {}), *env_allow]:
             _check_env_name(k)
+        if gpu_type is not None and (not isinstance(gpu_type, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", gpu_type)):
+            raise ValueError(f"gpu_type must be a SLURM gres type such as 'a100', got {gpu_type!r}")
         if partition is None:
             partition = os.environ.get(PARTITION_ENV) or None
         self.resources = Resources(
             nnodes=nnodes, ntasks_per_node=ntasks or max(1, ngpus), ngpus=ngpus, partition=partition, time=time,
-            cpus_per_task=cpus_per_task, mem=mem,
+            cpus_per_task=cpus_per_task, mem=mem, gpu_type=gpu_type,
         )  # fmt: skip
+        self.probe_seconds = probe_seconds
         self.sync = sync
         self.sbatch_args = [str(a) for a in sbatch_args]
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
@@ -585,6 +615,8 @@ class SlurmLauncher(Launcher):
         self.folder = Path(folder) if folder is not None else None
         self.poll_seconds = poll_seconds
         self._gpu_name: str | None = None
+        self._gpu_memory_gb: float | None = None
+        self._compute_cap: float | None = None
 
     def __repr__(self) -> str:
         r = self.resources
@@ -595,9 +627,28 @@ class SlurmLauncher(Launcher):
         """Nodes, processes and GPUs of a job; the GPU model from the partition's typed gres ('gpu:a100:8')."""
         r = self.resources
         if r.ngpus and self._gpu_name is None:
-            self._gpu_name = self._query_gpu_name() or ""
+            self._gpu_name = r.gpu_type or self._query_gpu_name() or ""
+            if not self._gpu_name and self.probe_seconds > 0:  # untyped gres ('gpu:8'): ask a node
+                found = self._probe_node()
+                if found:
+                    self._gpu_name, self._gpu_memory_gb, self._compute_cap = found
         return Topology(nnodes=r.nnodes, nproc_per_node=r.ntasks_per_node, gpus_per_node=r.ngpus,
-                        gpu_name=self._gpu_name or None)  # fmt: skip
+                        gpu_name=self._gpu_name or None, gpu_memory_gb=self._gpu_memory_gb,
+                        compute_capability=self._compute_cap)  # fmt: skip
+
+    def probe_argv(self) -> list[str]:
+        """`srun` running nvidia-smi on one GPU of one node of the partition (given up when not started at once)."""
+        argv = ["srun", "--nodes=1", "--ntasks=1", "--gres=gpu:1", f"--immediate={self.probe_seconds}", "--time=1"]
+        if self.resources.partition:
+            argv.append(f"--partition={self.resources.partition}")
+        return [*argv, "nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"]
+
+    def _probe_node(self) -> tuple[str, float | None, float | None] | None:
+        try:
+            proc = _run(self.probe_argv(), timeout=self.probe_seconds + 30)
+        except SlurmError:
+            return None
+        return parse_probe(proc.stdout) if proc.returncode == 0 else None
 
     def _query_gpu_name(self) -> str | None:
         argv = ["sinfo", "-h", "-o", "%G"]
