@@ -154,3 +154,55 @@ def test_untyped_gres_without_an_answer_asks_the_user(tmp_path: Path, monkeypatc
         lf_plan(tmp_path, SlurmLauncher(ngpus=8))
     _, train = lf_plan(tmp_path, SlurmLauncher(ngpus=8, gpu_type="h100"))
     assert train["bf16"] is True
+
+
+# -- memory: loading peaks, host RAM, the safety margin ----------------------------------------------------------
+CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+
+
+def config_folder(root: Path, name: str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text((CONFIGS / f"{name}.json").read_text())
+    return folder
+
+
+def test_qlora_zero3_counts_the_loading_peak() -> None:
+    from lazytune.memory import Setup, estimate
+    from lazytune.sizing import facts_from_config
+
+    f = facts_from_config(json.loads((CONFIGS / "Qwen2.5-72B.json").read_text()), "Qwen2.5-72B")
+    s = Setup("qlora", 8, 1, 4, True, 3, 1024)
+    e = estimate(f, s)
+    assert e.loading > 35 and e.training < 20 and e.total == e.loading  # ~37 GB while loading, not 19 GB
+    assert "while loading" in e.describe()
+    assert estimate(f, Setup("qlora", 8, 1, 4, True, 0, 1024)).loading == 0
+
+
+def test_host_ram_of_merge_and_processes() -> None:
+    from lazytune.memory import Setup, host_estimate
+    from lazytune.sizing import facts_from_config
+
+    f = facts_from_config(json.loads((CONFIGS / "Qwen2.5-72B.json").read_text()), "Qwen2.5-72B")
+    s = Setup("lora", 8, 1, 4, True, 3, 1024)
+    lf = host_estimate(f, s, 8, merge=True)
+    assert lf.merge == pytest.approx(2 + f.params_total * 2 / 2**30 * 1.1) and lf.merge > 140  # bf16 on the CPU
+    assert lf.train == 8 * (2 + 5)  # each process streams shards to its own GPU
+    ds = host_estimate(f, s, 8, merge=True, full_copy_per_process=True)
+    assert ds.train > 8 * 135  # every process builds the whole model in host RAM first
+    assert host_estimate(f, Setup("full", 8, 1, 4, True, 3, 1024), 8, merge=True).merge == 0
+
+
+def test_auto_refuses_what_this_machines_ram_cannot_merge(cards, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from lazytune.backends import auto as auto_module
+
+    cards(*[card("NVIDIA H100 80GB HBM3", 81559, cap="9.0")] * 8)
+    monkeypatch.setattr(auto_module, "_ram_gb", lambda: 64.0)
+    with pytest.raises(ConfigError, match=r"host RAM per node.*LoRA merge on the CPU 1[45]\d\.\d GB"):
+        finetune.auto(config_folder(tmp_path, "Qwen2.5-72B"), tmp_path / "out", launcher=launchers.local(ngpus=8))
+    small = finetune.auto(config_folder(tmp_path, "Qwen2.5-0.5B"), tmp_path / "o2", launcher=launchers.local(ngpus=1))
+    text = small.explain()
+    assert "host RAM : " in text and "of 64 GB" in text and "with the safety margin" in text
+    planned = finetune.auto(config_folder(tmp_path, "Qwen2.5-72B"), tmp_path / "o3", gpu_type="H100", ngpus=8)
+    assert "the nodes' RAM is unknown" in planned.explain()  # planned for other machines: shown, not checked
