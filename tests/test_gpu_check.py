@@ -91,3 +91,28 @@ def test_lf_case_runs_lazytune_and_by_hand(tmp_path: Path) -> None:
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["by_hand_exit"] == 0 and r["final_loss"] == r["by_hand_final_loss"]
     assert r["tokens_per_s"] > 0 and r["estimate_gib"] > 0 and set(r["lazytune_step_seconds"]) == {"train", "export"}
+
+
+def test_merge_stays_on_the_cpu_where_cuda_is_present(tmp_path: Path) -> None:
+    """merge_lora.py never moves the model to a GPU (it did: any model larger than one GPU failed to merge). Torch is
+    made to report CUDA; the old code then called model.to('cuda') and crashed, the merge now runs on the CPU."""
+    python = env_python("alpacalora")
+    model, adapter = tmp_path / "base", tmp_path / "adapter"
+    subprocess.run([python, str(ROOT / "lazytune/scripts/make_tiny_model.py"), "--out", str(model)], check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    make_adapter = ("import sys, torch; from transformers import AutoModelForCausalLM; "
+                    "from peft import LoraConfig, get_peft_model; torch.manual_seed(0); "
+                    "m = get_peft_model(AutoModelForCausalLM.from_pretrained(sys.argv[1]), "
+                    "LoraConfig(r=4, target_modules=['q_proj', 'v_proj'], init_lora_weights=False)); "
+                    "m.save_pretrained(sys.argv[2])")  # fmt: skip
+    subprocess.run([python, "-c", make_adapter, str(model), str(adapter)], check=True, capture_output=True,
+                   timeout=300)  # fmt: skip
+    fake = tmp_path / "fake-cuda"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text("import torch\ntorch.cuda.is_available = lambda: True\n")
+    env = {**os.environ, "PYTHONPATH": str(fake), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([python, str(ROOT / "lazytune/scripts/merge_lora.py"), "--base", str(model), "--adapter",
+                           str(adapter), "--output", str(tmp_path / "merged")], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "merged" / "model.safetensors").is_file() and (tmp_path / "merged" / "tokenizer.json").is_file()
