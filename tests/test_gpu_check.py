@@ -116,3 +116,23 @@ def test_merge_stays_on_the_cpu_where_cuda_is_present(tmp_path: Path) -> None:
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "merged" / "model.safetensors").is_file() and (tmp_path / "merged" / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_alpacalora_trains_with_gradient_checkpointing(tmp_path: Path) -> None:
+    """gradient_checkpointing=True (the GPU default) trains LoRA: input gradients are enabled, so the checkpointed
+    blocks of a frozen model still get gradients and the loss is finite and logged."""
+    from lazytune import finetune, launchers
+    from tests.helpers.alpaca import write_alpaca
+    from tests.helpers.models import tiny_llama
+
+    python = env_python("alpacalora")
+    model = tiny_llama(tmp_path / "models", python=python)
+    trainer = finetune.alpacalora(model, tmp_path / "out", launcher=launchers.local(ngpus=0, stream=False),
+                                  gradient_checkpointing=True, batch_size=4, micro_batch_size=2, val_set_size=0,
+                                  num_epochs=1, warmup_steps=0, logging_steps=1, learning_rate=5e-3)  # fmt: skip
+    assert "--gradient-checkpointing" in trainer.plan(write_alpaca(tmp_path / "d0.json")).steps[0].argv
+    trainer(write_alpaca(tmp_path / "a.json"))
+    log = (tmp_path / "out" / "lazyllm_lora" / "trainer_log.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss"] for line in log if "loss" in json.loads(line)]
+    assert losses and all(x == x and x > 0 for x in losses)
