@@ -8,7 +8,13 @@ with CUDA, transformers, peft and accelerate), and what PY lacks is installed fr
 made beforehand on a machine with a package index (`.whl/common` into WORK/site, `.whl/collie` into WORK/site-collie,
 which only CoLLiE's steps see first). Models are random weights in the shapes of tests/fixtures/configs (Qwen2.5-0.5B
 and Qwen2.5-7B) with an offline tokenizer: nothing is downloaded. Each command has its own time limit; one that fails
-is recorded and the rest still run. Planned to take well under 25 minutes on one H100.
+is recorded and the rest still run. Planned at about 15 minutes on one H100.
+
+Setup steps whose output exists are skipped, and every call adds its cases to WORK/gpu-check-all.json, so where one
+command may run at most 10 minutes the check runs as several calls with `--only` (each brings the setup its cases
+need). On this project's lent machine, with `.whl` carried:
+`make gpu-check GPU_CHECK_ARGS="--only matmul,pytest-gpu,lf-lora-0.5b"`, then `--only lf-lora-7b`, then
+`--only lf-qlora-0.5b,lf-deepspeed-0.5b,alpacalora-0.5b,flagembedding,collie-lora`, then `--only qlora-memory-7b`.
 
 This file uses the standard library only (it runs before anything is installed); the cases themselves are
 benchmarks/gpu_bench.py.
@@ -38,6 +44,8 @@ class Command:
     timeout: int  # seconds
     env: dict[str, str] = field(default_factory=dict)
     result: Path | None = None  # the case's RESULT json, when it writes one
+    creates: Path | None = None  # setup: skipped when this exists (a later call on the same machine reuses it)
+    needs: tuple[str, ...] = ()  # setup commands this case needs (with --only)
 
 
 def paths(work: Path) -> dict[str, Path]:
@@ -87,7 +95,8 @@ def commands(python: str, wheels: Path, work: Path, only: set[str] | None = None
             names = [str(w) for w in found] or [str(wheels / folder / "*.whl")]
             out.append(Command(f"install-{folder}", [python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
                                                      "--no-compile", "--no-cache-dir", "--upgrade", "--target",
-                                                     str(site), *names], 300))  # fmt: skip
+                                                     str(site), *names], 300,
+                               creates=site / ("collie" if folder == "collie" else "llamafactory")))  # fmt: skip
     out += [
         Command("imports", [python, "-c", "import torch, transformers, peft, llamafactory, trl, datasets, deepspeed, "
                             "bitsandbytes, FlagEmbedding; print(torch.__version__, torch.version.cuda, "
@@ -99,54 +108,71 @@ def commands(python: str, wheels: Path, work: Path, only: set[str] | None = None
         Command("pytest-gpu", [python, "-m", "pytest", "-m", "gpu", "-q", "-rA", "-p", "no:cacheprovider",
                                str(ROOT / "tests")], 600),  # fmt: skip
         Command("make-model-0.5b", [*bench, "make-model", "--config", str(CONFIGS / "Qwen2.5-0.5B.json"),
-                                    "--out", str(m05)], 300),  # fmt: skip
+                                    "--out", str(m05)], 300, creates=m05 / "tokenizer.json"),  # fmt: skip
         Command("make-model-7b", [*bench, "make-model", "--config", str(CONFIGS / "Qwen2.5-7B.json"),
-                                  "--out", str(m7)], 600),  # fmt: skip
+                                  "--out", str(m7)], 600, creates=m7 / "tokenizer.json"),  # fmt: skip
         Command("make-model-collie", [str(p["collie_python"]), str(SCRIPTS / "make_tiny_model.py"), "--out",
                                       str(llama), "--arch", "llama", "--hidden", "1024", "--layers", "8",
-                                      "--vocab", "4096"], 300),  # fmt: skip
+                                      "--vocab", "4096"], 300, creates=llama / "tiny_model.json"),  # fmt: skip
         Command("make-model-bert", [python, str(SCRIPTS / "make_tiny_bert.py"), "--embed", str(bert),
-                                    "--hidden", "256", "--layers", "4"], 300),  # fmt: skip
-        Command("make-data", [*bench, "make-data", "--out", str(alpaca)], 120),
-        Command("make-embed-data", [*bench, "make-embed-data", "--out", str(triples)], 120),
+                                    "--hidden", "256", "--layers", "4"], 300,
+                creates=bert / "tiny_model.json"),  # fmt: skip
+        Command("make-data", [*bench, "make-data", "--out", str(alpaca)], 120, creates=alpaca),
+        Command("make-embed-data", [*bench, "make-embed-data", "--out", str(triples)], 120, creates=triples),
     ]
 
-    def case(name: str, args: list[str], timeout: int) -> Command:
+    def case(name: str, args: list[str], timeout: int, needs: tuple[str, ...]) -> Command:
         result = res / f"{name}.json"
-        return Command(name, [*bench, *args, "--result", str(result)], timeout, result=result)
+        return Command(name, [*bench, *args, "--result", str(result)], timeout, result=result, needs=needs)
+
+    lf = ("install-common", "make-data")
 
     runs = p["runs"]
     out += [
         case("lf-lora-0.5b", ["lf", "--model", str(m05), "--data", str(alpaca), "--work", str(runs / "lf-05b"),
-                              "--by-hand"], 600),  # fmt: skip
+                              "--by-hand"], 600, (*lf, "make-model-0.5b")),  # fmt: skip
         case("lf-lora-7b", ["lf", "--model", str(m7), "--data", str(alpaca), "--work", str(runs / "lf-7b"),
-                            "--by-hand", "max_steps=20"], 900),  # fmt: skip
+                            "--by-hand", "max_steps=20"], 600, (*lf, "make-model-7b")),  # fmt: skip
         case("lf-qlora-0.5b", ["lf", "--model", str(m05), "--data", str(alpaca), "--work", str(runs / "qlora"),
-                               "quantization_bit=4"], 600),  # fmt: skip
+                               "quantization_bit=4"], 600, (*lf, "make-model-0.5b")),  # fmt: skip
         case("lf-deepspeed-0.5b", ["lf", "--model", str(m05), "--data", str(alpaca), "--work", str(runs / "ds"),
-                                   f"deepspeed={ROOT / 'configs' / 'deepspeed' / 'ds_z2_config.json'}"], 600),
+                                   f"deepspeed={ROOT / 'configs' / 'deepspeed' / 'ds_z2_config.json'}"], 600,
+             (*lf, "make-model-0.5b")),
         case("alpacalora-0.5b", ["alpacalora", "--model", str(m05), "--data", str(alpaca), "--work",
                                  str(runs / "alpacalora"), "num_epochs=1", "batch_size=16", "micro_batch_size=4",
                                  "cutoff_len=1024", "filter_nums=1000000", "val_set_size=0", "save_steps=1000",
-                                 "warmup_steps=2", "logging_steps=5"], 600),  # fmt: skip
+                                 "warmup_steps=2", "logging_steps=5"], 600, (*lf, "make-model-0.5b")),  # fmt: skip
         case("flagembedding", ["flagembedding", "--model", str(bert), "--data", str(triples), "--work",
                                str(runs / "fe"), "num_train_epochs=1", "per_device_train_batch_size=8",
                                "train_group_size=4", "query_max_len=32", "passage_max_len=64",
-                               "sentence_pooling_method=mean", "save_strategy=no"], 600),  # fmt: skip
+                               "sentence_pooling_method=mean", "save_strategy=no"], 600,
+             ("install-common", "make-model-bert", "make-embed-data")),  # fmt: skip
         case("collie-lora", ["collie", "--model", str(llama), "--data", str(alpaca), "--work", str(runs / "collie"),
-                             "dp_size=1", "batch_size=8", "micro_batch_size=4", "num_epochs=1"], 600),
+                             "dp_size=1", "batch_size=8", "micro_batch_size=4", "num_epochs=1"], 600,
+             ("install-common", "install-collie", "make-data", "make-model-collie")),
         Command("qlora-memory-7b", [python, str(SCRIPTS / "measure_memory.py"), "--config",
                                     str(CONFIGS / "Qwen2.5-7B.json"), "--micro-batch", "4", "--ctx-len", "1024",
-                                    "--checkpointing", "--qlora"], 600),  # fmt: skip
+                                    "--checkpointing", "--qlora"], 600, needs=("install-common",)),  # fmt: skip
     ]
+    for c in out:
+        if c.name == "pytest-gpu":
+            c.needs = ("install-common", "install-collie")
     if only:
-        out = [c for c in out if c.name in only or c.name.startswith(("install", "imports", "make-"))]
+        unknown = only - {c.name for c in out}
+        if unknown:
+            cases = [c.name for c in out if c.result or c.name in ("pytest-gpu", "qlora-memory-7b")]
+            raise SystemExit(f"gpu_check: unknown case(s) {', '.join(sorted(unknown))}; cases: {', '.join(cases)}")
+        needed = {n for c in out if c.name in only for n in c.needs} | {"nvidia-smi"}
+        out = [c for c in out if c.name in only or c.name in needed]
     return out
 
 
 def run_one(cmd: Command, env: dict[str, str], logs: Path) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{cmd.name}.log"
+    if cmd.creates is not None and cmd.creates.exists():
+        print(f"== {cmd.name}: already done ({cmd.creates})", flush=True)
+        return {"name": cmd.name, "argv": cmd.argv, "exit": 0, "seconds": 0.0, "result": None, "cached": True}
     started = time.time()
     print(f"== {cmd.name}: {shlex.join(cmd.argv)}", flush=True)
     try:
@@ -219,10 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_one(c, env, args.work / "logs") for c in cmds]
     report = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
               "seconds": round(time.time() - started, 1), "python": args.python, "results": results}  # fmt: skip
+    # Every case run on this machine so far (several calls of at most 10 minutes each add up to the whole check).
+    history = args.work / "gpu-check-all.json"
+    earlier = json.loads(history.read_text())["results"] if history.exists() else []
+    merged = {r["name"]: r for r in [*earlier, *results] if not r.get("cached")}
+    report["all_results"] = list(merged.values())
+    history.write_text(json.dumps({"results": report["all_results"]}, indent=2, default=str) + "\n")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
     (args.out / f"gpu-check-{stamp}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    text = table(results)
+    text = table(report["all_results"])
     (args.out / f"gpu-check-{stamp}.md").write_text(text + "\n")
     print(text)
     print(f"gpu-check: {sum(r['exit'] == 0 for r in results)}/{len(results)} commands passed in "

@@ -40,6 +40,9 @@ COMMON = (
     "deepspeed==0.19.8", "hjson==3.1.0",  # single-GPU DeepSpeed
     "FlagEmbedding==1.4.2",
 )  # fmt: skip
+# Downloaded even where the target has the package: the versions it has break these (datasets 4.0 needs fsspec
+# <= 2025.3.0, and LLaMA-Factory 0.9.5 needs datasets <= 4.0).
+PINNED = ("fsspec==2025.3.0",)
 # CoLLiE's own stack; always downloaded (the image's newer transformers/peft/hub break it).
 COLLIE = ("collie-lm==1.0.7", "transformers==4.40.2", "tokenizers==0.19.1", "peft==0.10.0",
           "huggingface_hub==0.36.2", "megatron-core==0.2.0")  # fmt: skip
@@ -68,7 +71,7 @@ def commands(python_version: str, out: Path, have: set[str]) -> list[list[str]]:
     """The pip commands (argv lists) that fill `out`."""
     argvs = []
     platform = [x for p in PLATFORMS for x in ("--platform", p)]
-    for folder, reqs in (("common", missing(COMMON, have)), ("collie", list(COLLIE))):
+    for folder, reqs in (("common", [*missing(COMMON, have), *PINNED]), ("collie", list(COLLIE))):
         binary = [r for r in reqs if canonical(r.split("==")[0]) not in SOURCE_ONLY]
         source = [r for r in reqs if canonical(r.split("==")[0]) in SOURCE_ONLY]
         if binary:

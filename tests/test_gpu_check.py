@@ -50,7 +50,7 @@ def test_wheels_skip_what_the_target_has(tmp_path: Path) -> None:
     assert {"torch", "pydantic", "pydantic-core", "transformers"} <= names
     argvs = gpu_wheels.commands("3.12", tmp_path / ".whl", names)
     common = next(a for a in argvs if str(tmp_path / ".whl" / "common") in a and "download" in a)
-    assert "llamafactory==0.9.5" in common and "pydantic==2.14.4" not in common
+    assert "llamafactory==0.9.5" in common and "pydantic==2.14.4" not in common and "fsspec==2025.3.0" in common
     assert "--no-deps" in common and "--only-binary=:all:" in common and "3.12" in common
     assert any("wheel" in a and "deepspeed==0.19.8" in a for a in argvs)  # source only: built into a wheel
     collie = next(a for a in argvs if str(tmp_path / ".whl" / "collie") in a)
@@ -136,3 +136,21 @@ def test_alpacalora_trains_with_gradient_checkpointing(tmp_path: Path) -> None:
     log = (tmp_path / "out" / "lazyllm_lora" / "trainer_log.jsonl").read_text().splitlines()
     losses = [json.loads(line)["loss"] for line in log if "loss" in json.loads(line)]
     assert losses and all(x == x and x > 0 for x in losses)
+
+
+def test_only_brings_the_setup_its_cases_need(tmp_path: Path) -> None:
+    cmds = gpu_check.commands("python3", tmp_path / "no-wheels", tmp_path / "w", {"lf-lora-7b"})
+    assert [c.name for c in cmds] == ["nvidia-smi", "install-common", "make-model-7b", "make-data", "lf-lora-7b"]
+    with pytest.raises(SystemExit, match="unknown case.*lf-lora-0.5b"):
+        gpu_check.commands("python3", tmp_path, tmp_path / "w", {"lf-lora-05b"})
+
+
+def test_runner_records_results_failures_and_skips_done_setup(tmp_path: Path) -> None:
+    ok = gpu_check.Command("ok", [sys.executable, "-c", "print('noise'); print('RESULT {\"tokens_per_s\": 5.0}')"], 30)
+    bad = gpu_check.Command("bad", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 30)
+    done = gpu_check.Command("setup", ["/nonexistent"], 30, creates=tmp_path)
+    results = [gpu_check.run_one(c, {}, tmp_path / "logs") for c in (ok, bad, done)]
+    assert results[0]["exit"] == 0 and results[0]["result"] == {"tokens_per_s": 5.0}
+    assert results[1]["exit"] == 3 and "boom" in results[1]["tail"]
+    assert results[2]["cached"] and results[2]["exit"] == 0
+    assert "| ok | 0 |" in gpu_check.table(results) and "5.0" in gpu_check.table(results)
