@@ -636,6 +636,13 @@ class SlurmLauncher(Launcher):
                         gpu_name=self._gpu_name or None, gpu_memory_gb=self._gpu_memory_gb,
                         compute_capability=self._compute_cap)  # fmt: skip
 
+    def problems(self) -> list[str]:
+        r = self.resources
+        if r.ngpus and r.ntasks_per_node > r.ngpus:
+            return [f"ntasks_per_node={r.ntasks_per_node} but ngpus={r.ngpus} per node: each process needs its own "
+                    f"GPU (one GPU per process); pass ngpus={r.ntasks_per_node} or ntasks_per_node={r.ngpus}"]
+        return []
+
     def probe_argv(self) -> list[str]:
         """`srun` running nvidia-smi on one GPU of one node of the partition (given up when not started at once)."""
         argv = ["srun", "--nodes=1", "--ntasks=1", "--gres=gpu:1", f"--immediate={self.probe_seconds}", "--time=1"]

@@ -121,6 +121,14 @@ def test_slurm_gpu_type_is_requested_and_planned(tmp_path: Path) -> None:
         SlurmLauncher(ngpus=1, gpu_type="a100;rm -rf")
 
 
+def test_slurm_more_processes_than_gpus_is_a_plan_error(tmp_path: Path) -> None:
+    launcher = SlurmLauncher(ngpus=1, ntasks_per_node=2, gpu_type="a100")
+    assert "one GPU per process" in launcher.problems()[0]
+    with pytest.raises(ConfigError, match="ntasks_per_node=2 but ngpus=1"):
+        lf_plan(tmp_path, launcher)
+    assert SlurmLauncher(ngpus=0, ntasks_per_node=2).problems() == []
+
+
 def test_parse_probe() -> None:
     assert parse_probe("NVIDIA H100 80GB HBM3, 81559, 9.0\n") == ("NVIDIA H100 80GB HBM3", 79.6, 9.0)
     assert parse_probe("NVIDIA RTX A6000, Ada, 49140, [N/A]\n") == ("NVIDIA RTX A6000, Ada", 48.0, None)
