@@ -146,8 +146,8 @@ def _estimate(model: Path, micro_batch: int, ctx_len: int, checkpointing: bool, 
               lora_r: int = 8) -> float | None:
     """finetune.auto's memory estimate (GiB) of this set-up on one GPU."""
     try:
-        from lazytune.memory import Setup, estimate
-        from lazytune.sizing import model_facts
+        from lazytune.backends.auto.memory import Setup, estimate
+        from lazytune.backends.auto.sizing import model_facts
 
         setup = Setup(method=method, ngpus=1, micro_batch=micro_batch, grad_accum=1, checkpointing=checkpointing,
                       zero=0, ctx_len=ctx_len, lora_r=lora_r)  # fmt: skip
@@ -159,7 +159,7 @@ def _estimate(model: Path, micro_batch: int, ctx_len: int, checkpointing: bool, 
 
 def _params(model: Path) -> int | None:
     try:
-        from lazytune.sizing import model_facts
+        from lazytune.backends.auto.sizing import model_facts
 
         return int(model_facts(model).params_total)
     except Exception:  # noqa: BLE001

@@ -12,7 +12,7 @@ import pytest
 
 import launchers
 from launchers import Step, gpus
-from launchers.slurm import Resources, step_argv
+from launchers.slurm_script import Resources, step_argv
 from tests.helpers.fake_nvidia_smi import card, install
 from tests.helpers.models import env_python
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 import launchers
-from launchers.slurm import SlurmLauncher, parse_probe, sbatch_argv
+from launchers.slurm import SlurmLauncher, parse_probe
+from launchers.slurm_script import sbatch_argv
 from lazytune import finetune
 from lazytune.errors import ConfigError
 from tests.helpers import lf_data
@@ -176,8 +177,8 @@ def config_folder(root: Path, name: str) -> Path:
 
 
 def test_qlora_zero3_counts_the_loading_peak() -> None:
-    from lazytune.memory import Setup, estimate
-    from lazytune.sizing import facts_from_config
+    from lazytune.backends.auto.memory import Setup, estimate
+    from lazytune.backends.auto.sizing import facts_from_config
 
     f = facts_from_config(json.loads((CONFIGS / "Qwen2.5-72B.json").read_text()), "Qwen2.5-72B")
     s = Setup("qlora", 8, 1, 4, True, 3, 1024)
@@ -188,8 +189,8 @@ def test_qlora_zero3_counts_the_loading_peak() -> None:
 
 
 def test_host_ram_of_merge_and_processes() -> None:
-    from lazytune.memory import Setup, host_estimate
-    from lazytune.sizing import facts_from_config
+    from lazytune.backends.auto.memory import Setup, host_estimate
+    from lazytune.backends.auto.sizing import facts_from_config
 
     f = facts_from_config(json.loads((CONFIGS / "Qwen2.5-72B.json").read_text()), "Qwen2.5-72B")
     s = Setup("lora", 8, 1, 4, True, 3, 1024)
@@ -203,7 +204,7 @@ def test_host_ram_of_merge_and_processes() -> None:
 
 def test_auto_refuses_what_this_machines_ram_cannot_merge(cards, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from lazytune.backends import auto as auto_module
+    from lazytune.backends.auto import backend as auto_module
 
     cards(*[card("NVIDIA H100 80GB HBM3", 81559, cap="9.0")] * 8)
     monkeypatch.setattr(auto_module, "_ram_gb", lambda: 64.0)
