@@ -267,6 +267,17 @@ BACKENDS: Mapping[str, EnvSpec] = MappingProxyType(
                 ),
             ),
             EnvSpec(
+                name="lazyllm",
+                description="LazyLLM 1.4.0: the client whose TrainableModule drives lazytune (tests, benchmarks)",
+                requirements=("lazyllm==1.4.0",),
+                imports=("lazyllm",),
+                report=("lazyllm",),
+                smoke="none",
+                cuda_requirements=(),
+                optional=(),
+                notes=("no torch: LazyLLM only plans and starts the fine-tune, lazytune's environments train",),
+            ),
+            EnvSpec(
                 name="collie",
                 description="CoLLiE (collie-lm 1.0.7): transformers 4.40.2 + peft 0.10.0; trains on CUDA only",
                 requirements=(TORCH, "transformers==4.40.2", "peft==0.10.0", "collie-lm==1.0.7", "safetensors"),
@@ -1062,11 +1073,9 @@ def smoke_run(spec: EnvSpec, python: str, *, timeout: float = 600) -> dict[str, 
 # --- optional packages a plan needs ----------------------------------------------------------------------------------
 
 
-def missing_packages(name: str, needed: Mapping[str, str]) -> list[str]:
-    """Problems for the optional packages a plan `needed` (`package -> why`) that `name`'s interpreter lacks: each
-    names the package, why the plan needs it and the exact command that adds it. Reads package metadata only."""
-    if not needed:
-        return []
+def installed_versions(name: str, dists: Iterable[str]) -> dict[str, str | None]:
+    """Versions of `dists` in the interpreter `name`'s steps run with (package metadata only, nothing imported);
+    `EnvError` when that interpreter cannot be asked."""
     python = python_for(name)
     code = (
         "import importlib.metadata as m, json, sys\n"
@@ -1078,24 +1087,38 @@ def missing_packages(name: str, needed: Mapping[str, str]) -> list[str]:
     )
     try:
         proc = subprocess.run(
-            [python, "-I", "-c", code, json.dumps(sorted(needed))], capture_output=True, text=True, timeout=60,
+            [python, "-I", "-c", code, json.dumps(sorted(dists))], capture_output=True, text=True, timeout=60,
             check=False,
-        )
-        found = json.loads(proc.stdout.strip().splitlines()[-1])
+        )  # fmt: skip
+        return json.loads(proc.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return [f"could not read the packages of {python} (backend environment {name})"]
-    problems = []
-    for package, why in needed.items():
-        if found.get(package):
-            continue
-        if package in SOURCE_ONLY:
-            how = f"`{python} -m pip install {package} --no-build-isolation` (compiles with nvcc; GPU machines only)"
-        elif config.python_override(name):
-            how = f"`{python} -m pip install {package}` ({python_variable(name)} is your own interpreter)"
-        else:
-            how = f"`lazytune env install {name} --with {package}`"
-        problems.append(f"{why} needs the package {package}, which {name}'s environment lacks: run {how}")
-    return problems
+        raise EnvError(f"could not read the packages of {python} (backend environment {name})") from None
+
+
+def install_hint(name: str, package: str) -> str:
+    """The exact command that adds the optional `package` to `name`'s environment."""
+    python = python_for(name)
+    if package in SOURCE_ONLY:
+        return f"`{python} -m pip install {package} --no-build-isolation` (compiles with nvcc; GPU machines only)"
+    if config.python_override(name):
+        return f"`{python} -m pip install {package}` ({python_variable(name)} is your own interpreter)"
+    return f"`lazytune env install {name} --with {package}`"
+
+
+def missing_packages(name: str, needed: Mapping[str, str]) -> list[str]:
+    """Problems for the optional packages a plan `needed` (`package -> why`) that `name`'s interpreter lacks: each
+    names the package, why the plan needs it and the exact command that adds it. Reads package metadata only."""
+    if not needed:
+        return []
+    try:
+        found = installed_versions(name, needed)
+    except EnvError as exc:
+        return [str(exc)]
+    return [
+        f"{why} needs the package {package}, which {name}'s environment lacks: run {install_hint(name, package)}"
+        for package, why in needed.items()
+        if not found.get(package)
+    ]
 
 
 # --- making locks --------------------------------------------------------------------------------------------------
@@ -1159,10 +1182,11 @@ def render_lock(
         *(f"# Added without its dependencies: {r}" for r in spec.unresolved),
         "# Why the odd pins:",
         *(f"#   - {n}" for n in spec.notes),
-        f"#   - torch {pins.get('torch', '?')}: "
-        + ("PyPI's default Linux build (CUDA 13.0; driver >= 580). `env install --cuda` swaps in a CUDA 12.6 build "
-           "for older drivers." if variant == "cuda" else
-           "the CPU build: from pip's find-links or LAZYTUNE_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"),
+        *([f"#   - torch {pins['torch']}: "
+           + ("PyPI's default Linux build (CUDA 13.0; driver >= 580). `env install --cuda` swaps in a CUDA 12.6 "
+              "build for older drivers." if variant == "cuda" else
+              "the CPU build: from pip's find-links or LAZYTUNE_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu")]
+          if "torch" in pins else []),
         f"# Verified: {verified}",
         "# `lazytune env install` installs exactly these lines (--no-deps); `lazytune env check` reports drift.",
     ]  # fmt: skip

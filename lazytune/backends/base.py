@@ -218,7 +218,24 @@ class Finetune(abc.ABC):
             result=self.target.merge,
         )  # fmt: skip
         self.build(plan)
+        self.check_packages(plan)
         return plan
+
+    def required_packages(self, plan: Plan) -> dict[str, str]:
+        """Optional packages the plan needs in the backend's environment (`package -> why`), e.g. deepspeed for a
+        ZeRO config. Backends with such options override this."""
+        return {}
+
+    def check_packages(self, plan: Plan) -> None:
+        """A plan whose environment lacks a package it needs fails now, naming the command that adds it."""
+        needed = self.required_packages(plan)
+        if not needed:
+            return
+        from ..envs import missing_packages
+
+        problems = missing_packages(self.env_name or self.name, needed)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     def prepare_target(self, plan: Plan) -> None:
         """With overwrite=True, clear the previous results this run will write (never anything else)."""

@@ -158,6 +158,9 @@ class AlpacaloraFinetune(Finetune):
             raise ConfigError(f"finetune.alpacalora: data given twice (data_path={given!r} and {data!r}); pass one")
         return super().plan(data if data is not None else given)
 
+    def required_packages(self, plan: Plan) -> dict[str, str]:
+        return {"deepspeed": "deepspeed=... (DeepSpeed)"} if plan.options.get("deepspeed") else {}
+
     def build(self, plan: Plan) -> None:
         o = plan.options
         world = plan.topology.world_size

@@ -19,6 +19,7 @@ from typing import Any
 
 from launchers import Launcher, LocalLauncher
 
+from ... import envs
 from ...config import settings
 from ...errors import ConfigError
 from ...launching import LOCAL_NAMES, make_launcher
@@ -133,12 +134,25 @@ class AutoFinetune:
             raise ConfigError("alpacalora has no quantization: use backend='llamafactory' for QLoRA")
         rank = _whole(given.get(keys.lora_r or "")) or lora_r
         return Request(
+            missing=self._missing_packages(),
             ctx_len=ctx, batch_size=batch_size, lora_r=rank, sequences_per_example=sequences,
             allow_quantization=allow_quantization and keys.quantization is not None, method=method,
             micro_batch=_whole(given.get(keys.micro_batch)), grad_accum=_whole(given.get(keys.grad_accum or "")),
             checkpointing=checkpointing, zero=zero, quant_bits=bits, zero_stages=keys.zero_stages,
             lora_dropout=float(given.get("lora_dropout", 0.05) or 0) > 0,
         )  # fmt: skip
+
+    def _missing_packages(self) -> frozenset[str]:
+        """Which of the packages a GPU set-up may need (bitsandbytes, deepspeed) the backend's environment lacks;
+        asked only when there are GPUs (nothing else needs them). Unknown: none counted missing."""
+        if not self.hardware.count:
+            return frozenset()
+        env = backend_class(self.backend).env_name or self.backend
+        try:
+            found = envs.installed_versions(env, ("bitsandbytes", "deepspeed"))
+        except envs.EnvError:
+            return frozenset()
+        return frozenset(name for name, version in found.items() if not version)
 
     def _chosen_kw(self, keys: Keys, given: dict[str, Any]) -> dict[str, Any]:
         """The decision as the backend's keywords, leaving out every key the user set."""
@@ -180,9 +194,8 @@ class AutoFinetune:
     def _extra_notes(self) -> None:
         s, f = self.decision.setup, self.facts
         self.decision.reasons += self._notes
-        if s.zero:
-            self.decision.reasons.append("DeepSpeed must be installed in the backend's environment "
-                                         "(pip install deepspeed); its config is inlined into the backend's YAML")
+        if s.zero and "deepspeed" not in self.decision.request.missing:
+            self.decision.reasons.append("DeepSpeed ZeRO: its config is inlined into the backend's YAML")
         if f.max_positions and s.ctx_len > f.max_positions:
             self.decision.reasons.append(f"ctx_len {s.ctx_len} exceeds the model's {f.max_positions} positions")
         if self.backend == "flagembedding":

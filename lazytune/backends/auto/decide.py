@@ -41,6 +41,7 @@ class Request:
     quant_bits: int = 4
     zero_stages: tuple[int, ...] = (0, 2, 3)  # what the backend can run
     lora_dropout: bool = True
+    missing: frozenset[str] = frozenset()  # optional packages the backend's environment lacks (deepspeed, ...)
 
 
 @dataclass
@@ -124,8 +125,19 @@ def _fit(f: ModelFacts, r: Request, n: int, usable: float, method: str, zero: in
     return chosen, why
 
 
+def needs(method: str, zero: int) -> list[str]:
+    """The optional packages a (method, ZeRO stage) runs with."""
+    return (["bitsandbytes"] if method == "qlora" else []) + (["deepspeed"] if zero else [])
+
+
 def _candidates(f: ModelFacts, r: Request, n: int, device: str) -> list[tuple[str, int]]:
-    """(method, ZeRO stage) in order of preference."""
+    """(method, ZeRO stage) in order of preference; those needing a package the environment lacks come last."""
+    out = _preferred(f, r, n, device)
+    return sorted(out, key=lambda c: bool(set(needs(*c)) & r.missing))  # stable: preference kept within each group
+
+
+def _preferred(f: ModelFacts, r: Request, n: int, device: str) -> list[tuple[str, int]]:
+    """(method, ZeRO stage) in order of preference, whatever is installed."""
     if r.method:
         methods = [r.method]
     elif f.kind in ("embed", "rerank"):
@@ -218,8 +230,19 @@ def decide(f: ModelFacts, hw: Hardware, r: Request) -> Decision:
     usable = usable_gb(hw.memory_gb, setup.device)
     later = _candidates(f, r, n, setup.device)
     later = later[later.index((setup.method, setup.zero)) + 1:]
-    rejected += [x for x in (_not_needed(m, z) for m, z in later) if x]
+    rejected += [x for x in (_not_needed(m, z) for m, z in later if not set(needs(m, z)) & r.missing) if x]
+    preferred = _preferred(f, r, n, setup.device)
+    for m, z in preferred[:preferred.index((setup.method, setup.zero))]:
+        lacking = sorted(set(needs(m, z)) & r.missing)
+        skipped, _ = _fit(f, r, n, usable, m, z, 2 if n else 4) if lacking else (None, "")
+        if skipped is not None:
+            rejected.append(f"{skipped.describe()}: would fit and is preferred, but needs {', '.join(lacking)}, "
+                            f"which the backend's environment lacks (`--with {','.join(lacking)}` adds it)")
+    lacking = sorted(set(needs(setup.method, setup.zero)) & r.missing)
     reasons = [why_n, _why_method(f, r, setup, rejected), why_fit]
+    if lacking:
+        reasons.append(f"needs {', '.join(lacking)}, which the backend's environment lacks: install it before "
+                       f"training (`lazytune env install <backend> --with {','.join(lacking)}`)")
     per_gpu = r.batch_size // max(1, n)
     if setup.micro_batch * setup.grad_accum * max(1, n) == r.batch_size:
         reasons.append(f"gradient accumulation {setup.grad_accum}: micro batch {setup.micro_batch} x "

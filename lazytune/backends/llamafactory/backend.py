@@ -212,6 +212,19 @@ class LlamafactoryFinetune(Finetune):
             plan.steps.append(Step("copy", argv, log=logs / "copy.log"))
         plan.result = plan.target.merge
 
+    def required_packages(self, plan: Plan) -> dict[str, str]:
+        o = plan.options
+        needed = {}
+        if o.get("quantization_bit"):
+            needed["bitsandbytes"] = f"quantization_bit={o['quantization_bit']} (QLoRA)"
+        if o.get("deepspeed"):
+            needed["deepspeed"] = "deepspeed=... (DeepSpeed ZeRO)"
+        if str(o.get("flash_attn") or "").lower() == "fa2":
+            needed["flash-attn"] = "flash_attn='fa2' (FlashAttention-2)"
+        if o.get("enable_liger_kernel"):
+            needed["liger-kernel"] = "enable_liger_kernel=True"
+        return needed
+
     @staticmethod
     def _ppo_compat(train: dict[str, Any]) -> None:
         """The PPO env may run transformers 4.x (LF 0.9.5's PPO trainer needs it), where warmup_steps must be an
