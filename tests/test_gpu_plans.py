@@ -65,7 +65,7 @@ def test_unknown_card_without_compute_capability_is_an_error(cards, tmp_path: Pa
     assert train["bf16"] is True
 
 
-def test_deepspeed_step_runs_under_torchrun_with_lf_settings(cards, tmp_path: Path) -> None:
+def test_deepspeed_step_runs_under_torchrun_with_lf_settings(cards, gpu_packages: str, tmp_path: Path) -> None:
     cards(A100)
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 2}}))
@@ -102,8 +102,8 @@ def test_alpacalora_takes_precision_and_checkpointing_from_the_plan(cards, tiny_
     assert argv_value(plan.steps[0].argv, "--gradient-checkpointing") == "false"
 
 
-def test_alpacalora_deepspeed_runs_under_torchrun(cards, tiny_folder_model: Path, alpaca_file: Path,
-                                                  tmp_path: Path) -> None:
+def test_alpacalora_deepspeed_runs_under_torchrun(cards, gpu_packages: str, tiny_folder_model: Path,
+                                                  alpaca_file: Path, tmp_path: Path) -> None:
     cards(A100)
     ds = tmp_path / "ds.json"
     ds.write_text("{}")
