@@ -21,6 +21,8 @@ class Step:
 
     `distributed=True` means the command is a Python program (``argv = [python, script.py | -m module, args...]``)
     that may be started as several processes; the launcher wraps it in torchrun when it runs more than one.
+    `torchrun=True` wraps it in torchrun even with one process: DeepSpeed (through LLaMA-Factory or the HF Trainer)
+    needs the distributed environment torchrun sets up, and without it LF refuses and the Trainer tries MPI.
     """
 
     name: str
@@ -29,6 +31,7 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     distributed: bool = False
+    torchrun: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str):
@@ -41,10 +44,17 @@ class Step:
         object.__setattr__(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
         if self.cwd is not None:
             object.__setattr__(self, "cwd", Path(self.cwd))
+        if self.torchrun and not self.distributed:
+            raise ValueError(f"step {self.name!r}: torchrun=True needs distributed=True (a Python program)")
+
+    def runs_torchrun(self, nproc_per_node: int, nnodes: int = 1) -> bool:
+        """Whether a launcher starting `nproc_per_node` processes on `nnodes` nodes runs this step under torchrun."""
+        return self.distributed and (self.torchrun or nproc_per_node * nnodes > 1)
 
     def describe(self) -> str:
         """Readable multi-line form: argv one item per line, env with secrets masked."""
-        lines = [f"step {self.name}" + (" (distributed)" if self.distributed else "")]
+        kind = " (distributed, under torchrun)" if self.torchrun else (" (distributed)" if self.distributed else "")
+        lines = [f"step {self.name}" + kind]
         lines += [f"  argv[{i}] = {a!r}" for i, a in enumerate(self.argv)]
         for k, v in sorted(self.env.items()):
             lines.append(f"  env {k}={mask_secret(k, v)!r}")

@@ -104,6 +104,24 @@ def parse_gres_gpu_name(sinfo_gres: str) -> str | None:
     return gpu_type.replace("_", " ").upper() if gpu_type else None
 
 
+def parse_probe(output: str) -> tuple[str, float | None, float | None] | None:
+    """(name, memory GiB, compute capability) from `nvidia-smi --query-gpu=name,memory.total,compute_cap` output."""
+    for line in output.splitlines():
+        *name, total, cap = [p.strip() for p in line.split(",")] if line.count(",") >= 2 else ["", "", ""]
+        if not name or not ",".join(name):
+            continue
+        try:
+            memory = round(float(total) / 1024, 1)
+        except ValueError:
+            memory = None
+        try:
+            capability = float(cap)
+        except ValueError:
+            capability = None
+        return ", ".join(name), memory, capability
+    return None
+
+
 class SlurmError(RuntimeError):
     """sbatch refused the job, or a SLURM command could not be run."""
 
@@ -369,7 +387,10 @@ class SlurmLauncher(Launcher):
     steps (default: one per GPU, or 1). `partition`: None is the cluster's default partition. `time` is a SLURM
     time ('2:00:00', '1-0') or minutes. `sbatch_args` are extra sbatch flags, passed as given. `folder` holds one
     sub-folder per submission (script, sbatch output, step status);
-    default: a `slurm` folder beside the first step's log.
+    default: a `slurm` folder beside the first step's log. `gpu_type` asks for GPUs of that gres type
+    (`--gres=gpu:a100:N`) and tells plans what they are; without it, the GPU model comes from the partition's typed
+    gres (`sinfo`), else, when the partition's gres is untyped ('gpu:8'), from one node asked with
+    `srun ... nvidia-smi` (within `probe_seconds`; 0: never ask).
     """
 
     def __init__(
@@ -389,6 +410,8 @@ class SlurmLauncher(Launcher):
         folder: str | os.PathLike | None = None,
         nproc: int | None = None,
         poll_seconds: float | None = None,
+        gpu_type: str | None = None,
+        probe_seconds: int = 30,
     ):
         for label, value, low in (("nnodes", nnodes, 1), ("ngpus", ngpus, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -406,10 +429,13 @@ class SlurmLauncher(Launcher):
             raise TypeError("sbatch_args must be a list of flags, not a string")
         for k in [*(env or {}), *env_allow]:
             _check_env_name(k)
+        if gpu_type is not None and (not isinstance(gpu_type, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", gpu_type)):
+            raise ValueError(f"gpu_type must be a SLURM gres type such as 'a100', got {gpu_type!r}")
         self.resources = Resources(
             nnodes=nnodes, ntasks_per_node=ntasks or max(1, ngpus), ngpus=ngpus, partition=partition, time=time,
-            cpus_per_task=cpus_per_task, mem=mem,
+            cpus_per_task=cpus_per_task, mem=mem, gpu_type=gpu_type,
         )  # fmt: skip
+        self.probe_seconds = probe_seconds
         self.sync = sync
         self.sbatch_args = [str(a) for a in sbatch_args]
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
@@ -418,6 +444,8 @@ class SlurmLauncher(Launcher):
         self.folder = Path(folder) if folder is not None else None
         self.poll_seconds = poll_seconds
         self._gpu_name: str | None = None
+        self._gpu_memory_gb: float | None = None
+        self._compute_cap: float | None = None
 
     def __repr__(self) -> str:
         r = self.resources
@@ -428,12 +456,44 @@ class SlurmLauncher(Launcher):
         """Nodes, processes and GPUs of a job; the GPU model from the partition's typed gres ('gpu:a100:8')."""
         r = self.resources
         if r.ngpus and self._gpu_name is None:
-            self._gpu_name = self._query_gpu_name() or ""
+            self._gpu_name = r.gpu_type or self._query_gpu_name() or ""
         return Topology(nnodes=r.nnodes, nproc_per_node=r.ntasks_per_node, gpus_per_node=r.ngpus,
-                        gpu_name=self._gpu_name or None)  # fmt: skip
+                        gpu_name=self._gpu_name or None, gpu_memory_gb=self._gpu_memory_gb,
+                        compute_capability=self._compute_cap)  # fmt: skip
 
     def _query_gpu_name(self) -> str | None:
-        return parse_gres_gpu_name(partition_gres(self.resources.partition))
+        """The GPU model from the partition's typed gres; for untyped gres ('gpu:8') one node is asked, which also
+        gives the memory and compute capability. Only when sinfo answered: without a controller, no 30 s srun wait."""
+        gres = partition_gres(self.resources.partition)
+        name = parse_gres_gpu_name(gres)
+        if name or not gres.strip() or self.probe_seconds <= 0:
+            return name
+        found = self._probe_node()
+        if found is None:
+            return None
+        name, self._gpu_memory_gb, self._compute_cap = found
+        return name
+
+    def problems(self) -> list[str]:
+        r = self.resources
+        if r.ngpus and r.ntasks_per_node > r.ngpus:
+            return [f"ntasks_per_node={r.ntasks_per_node} but ngpus={r.ngpus} per node: each process needs its own "
+                    f"GPU (one GPU per process); pass ngpus={r.ntasks_per_node} or ntasks_per_node={r.ngpus}"]
+        return []
+
+    def probe_argv(self) -> list[str]:
+        """`srun` running nvidia-smi on one GPU of one node of the partition (given up when not started at once)."""
+        argv = ["srun", "--nodes=1", "--ntasks=1", "--gres=gpu:1", f"--immediate={self.probe_seconds}", "--time=1"]
+        if self.resources.partition:
+            argv.append(f"--partition={self.resources.partition}")
+        return [*argv, "nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"]
+
+    def _probe_node(self) -> tuple[str, float | None, float | None] | None:
+        try:
+            proc = _run(self.probe_argv(), timeout=self.probe_seconds + 30)
+        except SlurmError:
+            return None
+        return parse_probe(proc.stdout) if proc.returncode == 0 else None
 
     def export_names(self, environ: Mapping[str, str], extra: Iterable[str] = ()) -> list[str]:
         """Names of the submitter's variables the job gets: the allow-list, `env_allow`, and `extra` (exact)."""

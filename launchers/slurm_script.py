@@ -85,6 +85,11 @@ class Resources:
     time: str | None = None
     cpus_per_task: int | None = None
     mem: str | None = None
+    gpu_type: str | None = None  # gres type ('a100'): asked for as --gres=gpu:a100:N
+
+    @property
+    def gres(self) -> str:
+        return f"gpu:{self.gpu_type}:{self.ngpus}" if self.gpu_type else f"gpu:{self.ngpus}"
 
 
 def _job_name(name: str) -> str:
@@ -111,7 +116,7 @@ def sbatch_argv(
         f"--nodes={res.nnodes}", f"--ntasks-per-node={res.ntasks_per_node}",
     ]  # fmt: skip
     if res.ngpus:
-        argv.append(f"--gres=gpu:{res.ngpus}")
+        argv.append(f"--gres={res.gres}")
     if res.partition:
         argv.append(f"--partition={res.partition}")
     if res.time:
@@ -131,7 +136,7 @@ def sbatch_argv(
 def step_argv(step: Step, res: Resources) -> list[str]:
     """The argv that runs `step` inside the allocation (torchrun / srun for distributed steps)."""
     nproc = res.ntasks_per_node
-    if not step.distributed or (res.nnodes == 1 and nproc == 1):
+    if not step.runs_torchrun(nproc, res.nnodes):
         return list(step.argv)
     if res.nnodes == 1:
         return torchrun_argv(step.argv, nproc, master_addr="127.0.0.1", master_port=shell_var("MASTER_PORT"))
@@ -141,7 +146,7 @@ def step_argv(step: Step, res: Resources) -> list[str]:
         f"--cpus-per-task={nproc * (res.cpus_per_task or 1)}", "--kill-on-bad-exit=1", "--export=ALL",
     ]  # fmt: skip
     if res.ngpus:
-        srun.append(f"--gres=gpu:{res.ngpus}")
+        srun.append(f"--gres={res.gres}")
     # One torchrun per node; they meet at a c10d rendezvous on the first node (same command on every node).
     torchrun = [
         python, "-m", "torch.distributed.run", f"--nnodes={res.nnodes}", f"--nproc_per_node={nproc}",

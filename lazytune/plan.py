@@ -104,6 +104,7 @@ class Plan:
                     "cwd": str(s.cwd) if s.cwd else None,
                     "log": str(s.log),
                     "distributed": s.distributed,
+                    **({"torchrun": True} if s.torchrun else {}),
                 }
                 for s in self.steps
             ],

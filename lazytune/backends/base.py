@@ -208,6 +208,9 @@ class Finetune(abc.ABC):
         files = resolve_data(data) if (self.needs_data or data is not None) else []
         check_inputs_apart(self.target, [self.base_model, *files])  # before check_target's "pass overwrite=True"
         check_target(self.target, self.overwrite)
+        launcher_problems = self.launcher.problems()
+        if launcher_problems:
+            raise ConfigError(f"{self.launcher!r}: " + "; ".join(launcher_problems))
         run_id = new_run_id()
         plan = Plan(
             backend=self.name, run_id=run_id, target=self.target, run_dir=self.target.runs / run_id,

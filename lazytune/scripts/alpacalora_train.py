@@ -77,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lora-target-modules", type=names, required=True)
     ap.add_argument("--modules-to-save", type=names, default=None)
     ap.add_argument("--deepspeed", default=None)
+    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
+                    help="the plan's choice (bf16 from compute capability 8.0 up); default: from this machine's GPU")
+    ap.add_argument("--gradient-checkpointing", type=boolean, default=False,
+                    help="recompute activations in the backward pass: much less GPU memory, ~30%% slower")
     ap.add_argument("--train-on-inputs", type=boolean, default=True)
     ap.add_argument("--show-prompt", type=boolean, default=False)
     ap.add_argument("--resume-from-checkpoint", type=boolean, default=False)
@@ -294,13 +298,21 @@ def train(args: argparse.Namespace) -> None:
     for s in samples:
         del s["n_prompt"]
 
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    fp16 = cuda and not bf16
+    precision = args.precision or default_precision(torch)
+    cuda = precision != "fp32" and torch.cuda.is_available()
+    if precision != "fp32" and not cuda:
+        raise TrainError(f"precision {precision} needs a CUDA GPU and this process sees none")
+    bf16, fp16 = precision == "bf16", precision == "fp16"
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
     tf.set_seed(args.seed)  # the LoRA weights are initialised before the Trainer would seed anything
-    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype)
+    load: dict = {"dtype": dtype, "low_cpu_mem_usage": True}  # transformers 4.x: no full fp32 copy in host RAM
+    if cuda and not args.deepspeed:  # each rank loads straight onto its own GPU (not N full copies in host RAM)
+        load["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, **load)
     model.config.use_cache = False
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings: LoRA's checkpointed blocks still get gradients
 
     from peft import LoraConfig, get_peft_model
 
@@ -349,6 +361,13 @@ def train(args: argparse.Namespace) -> None:
         if not (out / "adapter_config.json").is_file():
             raise TrainError(f"training finished but no adapter was written to {out}")
         say(f"adapter saved to {out} (final train loss {result.training_loss:.4f}, {result.global_step} steps)")
+
+
+def default_precision(torch) -> str:  # noqa: ANN001 - the torch module, imported late
+    """bf16 from compute capability 8.0 up, fp16 below, fp32 on CPU (is_bf16_supported() says yes on a T4, emulated)."""
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16"
 
 
 def main(argv: list[str] | None = None) -> int:

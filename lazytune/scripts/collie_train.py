@@ -104,6 +104,13 @@ def make_log_callback(callback_base: type, path: Path, rank: int, learning_rate:
     return TrainerLog()
 
 
+def precision(cfg: dict, torch) -> str:  # noqa: ANN001 - the torch module, imported late
+    """The plan's choice; else bf16 from compute capability 8.0 up (is_bf16_supported() says yes on a T4)."""
+    if cfg.get("precision"):
+        return cfg["precision"]
+    return "bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="collie_config.json written by finetune.collie")
@@ -171,7 +178,7 @@ def main() -> int:
     if world != want:
         return fail(f"dp_size x pp_size x tp_size = {want} but this job has {world} process(es)")
     config.ds_config = {
-        ("bf16" if torch.cuda.is_bf16_supported() else "fp16"): {"enabled": True},
+        precision(cfg, torch): {"enabled": True},
         "train_micro_batch_size_per_gpu": parallel["train_micro_batch_size"],
         "gradient_accumulation_steps": parallel["gradient_accumulation_steps"],
         "zero_optimization": {"stage": 0},

@@ -17,19 +17,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from launchers import Launcher
+from launchers import Launcher, LocalLauncher
 
 from ... import envs
 from ...config import settings
 from ...errors import ConfigError
-from ...launching import make_launcher
+from ...launching import LOCAL_NAMES, make_launcher
 from ...model import ModelFolder
 from ...options import Option, OptionSpec
 from ...plan import Plan
 from ..base import DataArg, Finetune, resolve_model
 from .backends import DRIVEN, Keys, backend_class, choose_backend, deepspeed_config, zero_stage
 from .decide import Decision, Request, decide
-from .gpu_table import hardware
+from .gpu_table import _ram_gb, hardware
+from .memory import host_estimate, usable_gb
 from .sizing import model_facts
 
 
@@ -83,6 +84,7 @@ class AutoFinetune:
         request = self._request(keys, given, ctx_len, batch_size, lora_r, allow_quantization)
         self.decision: Decision = decide(self.facts, self.hardware, request)
         self.decision.reasons.insert(0, why_backend)
+        self._check_host_ram(launcher, gpu_type)
         self._extra_notes()
         chosen = self._chosen_kw(keys, given)
         if self.backend == "flagembedding" and "model_kind" not in kw:
@@ -169,6 +171,25 @@ class AutoFinetune:
         if keys.deepspeed and s.zero:
             out[keys.deepspeed] = deepspeed_config(s.zero)
         return {k: v for k, v in out.items() if k not in given}
+
+    def _check_host_ram(self, launcher: Launcher | None, gpu_type: str | None) -> None:
+        """Host RAM of the run (training processes, then the LoRA merge on the CPU) into the decision; refused when
+        it does not fit this machine's RAM. Checked only where the run happens on this machine."""
+        s = self.decision.setup
+        per_node = launcher.topology().nproc_per_node if launcher is not None else max(1, s.ngpus)
+        merge = self.backend in ("llamafactory", "alpacalora", "collie")
+        full_copy = self.backend == "alpacalora" and bool(s.zero)  # the HF Trainer under DeepSpeed: no device_map
+        host = host_estimate(self.facts, s, per_node, merge, full_copy)
+        here = isinstance(launcher, LocalLauncher) or (
+            launcher is None and gpu_type is None and settings().default_launcher in LOCAL_NAMES)
+        ram = _ram_gb() if here else None
+        self.decision.host, self.decision.host_ram_gb = host, ram
+        if ram is not None and host.total > usable_gb(ram, "cpu"):
+            raise ConfigError(
+                f"finetune.auto: {self.facts.name} needs {host.describe()}, more than the "
+                f"{usable_gb(ram, 'cpu'):.0f} GB usable of this machine's {ram:.0f} GB RAM. Run it where there is "
+                "more RAM (the merge needs about 2 bytes per parameter), or with fewer processes per node."
+            )
 
     def _extra_notes(self) -> None:
         s, f = self.decision.setup, self.facts

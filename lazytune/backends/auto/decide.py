@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from ...errors import ConfigError
 from .gpu_table import KNOWN_GPUS, Hardware
-from .memory import Estimate, Setup, estimate, usable_gb
+from .memory import Estimate, HostEstimate, Setup, estimate, fit_limit_gb, usable_gb
 from .sizing import ModelFacts, human
 
 BUSY_TOKENS = 4096  # tokens per micro step from which a bigger micro batch hardly speeds a GPU up
@@ -56,6 +56,8 @@ class Decision:
     usable: float
     reasons: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    host: HostEstimate | None = None  # host RAM, when the caller knows the processes per node and the merge
+    host_ram_gb: float | None = None  # the machine's RAM, where known
 
     @property
     def global_batch(self) -> int:
@@ -67,7 +69,11 @@ class Decision:
         lines += [f"hardware : {self.hardware.describe()}",
                   f"choice   : {self.setup.describe()}",
                   f"estimate : {self.estimate.describe()} per {'GPU' if self.setup.ngpus else 'process'}, "
-                  f"of {self.usable:.1f} GB usable"]  # fmt: skip
+                  f"of {self.usable:.1f} GB usable ({fit_limit_gb(self.usable):.1f} GB with the safety margin)"]
+        if self.host is not None:
+            lines.append(f"host RAM : {self.host.describe()}"
+                         + (f", of {self.host_ram_gb:.0f} GB" if self.host_ram_gb else " (the nodes' RAM is unknown)"))
+        # fmt: skip
         lines += [f"why      : {r}" for r in self.reasons]
         lines += [f"rejected : {r}" for r in self.rejected]
         return "\n".join(lines)
@@ -103,7 +109,8 @@ def _fit(f: ModelFacts, r: Request, n: int, usable: float, method: str, zero: in
                 break
     if not best:
         smallest = replace(base, micro_batch=min(sizes), checkpointing=ckpts[-1])
-        return None, f"{smallest.describe()}: needs {estimate(f, smallest).describe()} > {usable:.1f} GB usable"
+        return None, f"{smallest.describe()}: needs {estimate(f, smallest).describe()} > {usable:.1f} GB usable " \
+            "after the safety margin"
     plain = best.get(False)
     busy = plain and (plain.micro_batch * r.ctx_len >= BUSY_TOKENS or plain.micro_batch == per_gpu)
     if plain and (busy or True not in best or best[True].micro_batch <= plain.micro_batch):
@@ -149,10 +156,10 @@ def _preferred(f: ModelFacts, r: Request, n: int, device: str) -> list[tuple[str
 
 def _search(f: ModelFacts, r: Request, n: int, memory_gb: float) -> tuple[Setup | None, str, list[str]]:
     device = "cuda" if n else "cpu"
-    usable = usable_gb(memory_gb, device)
+    limit = fit_limit_gb(usable_gb(memory_gb, device))  # a safety margin below the usable line
     rejected = []
     for method, zero in _candidates(f, r, n, device):
-        setup, why = _fit(f, r, n, usable, method, zero, 2 if n else 4)
+        setup, why = _fit(f, r, n, limit, method, zero, 2 if n else 4)
         if setup is not None:
             return setup, why, rejected
         rejected.append(why)
@@ -245,7 +252,8 @@ def decide(f: ModelFacts, hw: Hardware, r: Request) -> Decision:
                        f"{r.batch_size}): set by the micro batch / accumulation you passed")  # fmt: skip
     if setup.micro_batch < per_gpu and not (r.micro_batch or r.grad_accum):
         bigger = replace(setup, micro_batch=next(d for d in reversed(_divisors(per_gpu)) if d > setup.micro_batch))
-        rejected.append(f"micro batch {bigger.micro_batch}: needs {_gb(f, bigger):.1f} GB > {usable:.1f} GB usable")
+        rejected.append(f"micro batch {bigger.micro_batch}: needs {_gb(f, bigger):.1f} GB > "
+                        f"{fit_limit_gb(usable):.1f} GB usable after the safety margin")
     return Decision(f, hw, r, setup, estimate(f, setup), usable, [x for x in reasons if x], rejected)
 
 

@@ -25,26 +25,27 @@ class GpuType:
     memory_gb: float  # GiB, as nvidia-smi reports total memory (MiB / 1024)
     bf16: bool
     patterns: tuple[str, ...]  # regexes over the normalised name ("nvidia a100-sxm4-80gb" -> "a100sxm480gb")
+    compute_cap: float | None = None  # CUDA compute capability (bf16 from 8.0 up)
 
 
 # The first match wins: specific patterns (a100.*80g) come before general ones (a100).
 KNOWN_GPUS: tuple[GpuType, ...] = (
-    GpuType("H200", 140.4, True, (r"h200",)),
-    GpuType("H100-80G", 79.6, True, (r"h100",)),
-    GpuType("H800", 79.6, True, (r"h800",)),
-    GpuType("A100-80G", 80.0, True, (r"a100.*80g",)),
-    GpuType("A100-40G", 40.0, True, (r"a100",)),  # a bare "a100" is taken as the smaller one (the safe guess)
-    GpuType("A800-40G", 40.0, True, (r"a800.*40g",)),
-    GpuType("A800-80G", 80.0, True, (r"a800",)),  # the common A800 is the 80 GB one
-    GpuType("L40S", 45.0, True, (r"l40s",)),
-    GpuType("L40", 45.0, True, (r"l40",)),
-    GpuType("A6000", 48.0, True, (r"a6000",)),
-    GpuType("A10", 22.5, True, (r"a10g?$", r"a10g?[^0-9]")),
-    GpuType("RTX4090", 24.0, True, (r"4090",)),
-    GpuType("RTX3090", 24.0, True, (r"3090",)),
-    GpuType("V100-32G", 32.0, False, (r"v100.*32g",)),
-    GpuType("V100-16G", 16.0, False, (r"v100",)),
-    GpuType("T4", 15.0, False, (r"t4$", r"t4[^0-9]")),
+    GpuType("H200", 140.4, True, (r"h200",), 9.0),
+    GpuType("H100-80G", 79.6, True, (r"h100",), 9.0),
+    GpuType("H800", 79.6, True, (r"h800",), 9.0),
+    GpuType("A100-80G", 80.0, True, (r"a100.*80g",), 8.0),
+    GpuType("A100-40G", 40.0, True, (r"a100",), 8.0),  # a bare "a100" is taken as the smaller one (the safe guess)
+    GpuType("A800-40G", 40.0, True, (r"a800.*40g",), 8.0),
+    GpuType("A800-80G", 80.0, True, (r"a800",), 8.0),  # the common A800 is the 80 GB one
+    GpuType("L40S", 45.0, True, (r"l40s",), 8.9),
+    GpuType("L40", 45.0, True, (r"l40",), 8.9),
+    GpuType("A6000", 48.0, True, (r"a6000",), 8.6),
+    GpuType("A10", 22.5, True, (r"a10g?$", r"a10g?[^0-9]"), 8.6),
+    GpuType("RTX4090", 24.0, True, (r"4090",), 8.9),
+    GpuType("RTX3090", 24.0, True, (r"3090",), 8.6),
+    GpuType("V100-32G", 32.0, False, (r"v100.*32g",), 7.0),
+    GpuType("V100-16G", 16.0, False, (r"v100",), 7.0),
+    GpuType("T4", 15.0, False, (r"t4$", r"t4[^0-9]"), 7.5),
 )
 
 
@@ -55,10 +56,46 @@ BF16_NAMES = re.compile(r"A100|A800|H100|H800|H200|H20\b|GH200|B100|B200|GB200|L
 
 def supports_bf16(gpu_name: str | None) -> bool:
     """Whether a GPU (as nvidia-smi, a SLURM gres or a user names it) computes in bf16; False for None (CPU)."""
+    return bool(bf16_by_name(gpu_name))
+
+
+def bf16_by_name(gpu_name: str | None) -> bool | None:
+    """bf16 support told from a GPU's name alone: the table, then the names of bf16 families; None when the name
+    says nothing (an unknown or future card must not silently get fp16: ask its compute capability instead)."""
     if not gpu_name:
-        return False
+        return None
     known = lookup_gpu(gpu_name)
-    return known.bf16 if known else bool(BF16_NAMES.search(gpu_name))
+    if known:
+        return known.bf16
+    if BF16_NAMES.search(gpu_name):
+        return True
+    if re.search(r"V100|T4\b|P100|P40|P4\b|K80|GTX|RTX ?20\d\d|Quadro RTX", gpu_name, re.IGNORECASE):
+        return False  # Volta, Turing, Pascal, Kepler: no bf16 units
+    return None
+
+
+def gpu_precision(topo: Topology, what: str = "this run", required: bool = True) -> str | None:
+    """'bf16' or 'fp16' for the GPUs of a launcher (None on CPU): bf16 from compute capability 8.0 (Ampere) up.
+
+    The capability comes from nvidia-smi (local) or a node (SLURM); without it, from the GPU's name. A GPU nothing
+    is known about is an error (`required`; else None: the training script decides from the GPU it runs on):
+    guessing fp16 would run an A100 in fp16, guessing bf16 would emulate it on a T4.
+    """
+    if topo.device == "cpu":
+        return None
+    if topo.compute_capability is not None:
+        return "bf16" if topo.compute_capability >= 8.0 else "fp16"
+    by_name = bf16_by_name(topo.gpu_name)
+    if by_name is None and not required:
+        return None
+    if by_name is None:
+        what_gpu = f"GPU {topo.gpu_name!r}" if topo.gpu_name else "the GPUs (SLURM gres without a type)"
+        raise ConfigError(
+            f"cannot tell whether {what_gpu} compute in bf16 for {what}: no compute capability was reported and "
+            "the name is not known. Pass bf16=True (compute capability 8.0 and up: A100, H100, L40, RTX 30xx/40xx) "
+            "or fp16=True (V100, T4 and older), or name the GPU type (launchers.slurm(gpu_type='a100', ...))"
+        )
+    return "bf16" if by_name else "fp16"
 
 
 def _normalise(name: str) -> str:
@@ -145,9 +182,11 @@ def hardware(launcher: Launcher | None, gpu_type: str | None = None, gpu_memory_
              ngpus: int | None = None, default_launcher: str = "local", partition: str | None = None) -> Hardware:
     """The hardware a run gets: from the launcher (or, with none, this machine's GPUs or the default SLURM
     partition's gres), then the overrides."""
+    cap = None
     if launcher is not None:
-        name, memory, count, source = _from_topology(launcher.topology(), launcher)
-        fixed = True
+        topo = launcher.topology()
+        name, memory, count, source = _from_topology(topo, launcher)
+        cap, fixed = topo.compute_capability, True
     elif default_launcher not in ("local", "empty"):
         name, count = parse_gres(partition_gres(partition))
         memory, count, fixed = None, count or 0, False
@@ -175,5 +214,8 @@ def hardware(launcher: Launcher | None, gpu_type: str | None = None, gpu_memory_
             raise ConfigError(f"cannot tell the memory of GPU {name or '(unknown type)'} ({source}): "
                               "pass gpu_type= (e.g. 'A100-80G') or gpu_memory_gb=")  # fmt: skip
         memory = known.memory_gb
-    bf16 = known.bf16 if known else supports_bf16(name)
+    if cap is not None and gpu_type is None:
+        bf16 = cap >= 8.0
+    else:
+        bf16 = known.bf16 if known else supports_bf16(name)
     return Hardware(known.name if known else (name or "GPU"), memory, count, bf16, source, fixed)

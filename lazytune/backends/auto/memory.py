@@ -13,7 +13,7 @@ gradient checkpointing (overhead excluded). On GPU it has not been measured yet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .sizing import ModelFacts
 
@@ -25,6 +25,13 @@ LOGIT_BYTES = 12  # per token per vocab entry: bf16 logits 2 + fp32 upcast for t
 GATHERED_LAYERS = 2  # ZeRO-3 holds the layer it computes plus the prefetched next one
 OVERHEAD_GB = {"cuda": 1.0, "cpu": 1.0}  # CUDA context + cuBLAS/NCCL workspaces; on CPU torch's own footprint
 USABLE_FRACTION = {"cuda": 0.90, "cpu": 0.80}  # allocator fragmentation on GPU; the OS and other processes on CPU
+# A choice must also leave this much of the usable memory free (the model is an estimate: a set-up at 21.4 of 21.6
+# usable GB is a coin toss): 5 % of it, at least 0.5 GB.
+SAFETY_FRACTION, SAFETY_MIN_GB = 0.05, 0.5
+# Host RAM: what a training process costs besides the model (python, torch, CUDA libraries, data), and the largest
+# safetensors shard a loader holds while it moves weights to the GPU (transformers saves 5 GB shards by default).
+HOST_PROCESS_GB = 2.0
+SHARD_GB = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,19 +75,67 @@ class Estimate:
     activations: float
     logits: float
     overhead: float
+    loading: float = 0.0  # peak while the model loads, when that is higher than training's (QLoRA + ZeRO-3)
+
+    @property
+    def training(self) -> float:
+        return self.weights + self.trainable + self.activations + self.logits + self.overhead
 
     @property
     def total(self) -> float:
-        return self.weights + self.trainable + self.activations + self.logits + self.overhead
+        return max(self.training, self.loading)
 
     def describe(self) -> str:
-        return (f"{self.total:.1f} GB = weights {self.weights:.1f} + trainable state {self.trainable:.2f} + "
+        text = (f"{self.training:.1f} GB = weights {self.weights:.1f} + trainable state {self.trainable:.2f} + "
                 f"activations {self.activations:.1f} + logits {self.logits:.1f} + overhead {self.overhead:.1f}")
+        if self.loading > self.training:
+            text = (f"{self.loading:.1f} GB while loading (transformers puts the whole 4-bit model on every GPU "
+                    f"before ZeRO-3 shards it); training: {text}")
+        return text
+
+
+@dataclass(frozen=True)
+class HostEstimate:
+    """Host RAM per node, in GiB: while the processes load and train, and for the LoRA merge on the CPU."""
+
+    train: float
+    merge: float  # 0: no merge step
+
+    @property
+    def total(self) -> float:
+        return max(self.train, self.merge)
+
+    def describe(self) -> str:
+        merge = f", LoRA merge on the CPU {self.merge:.1f} GB (bf16: 2 bytes per parameter)" if self.merge else ""
+        return f"{self.total:.1f} GB host RAM per node: training {self.train:.1f} GB{merge}"
+
+
+def host_estimate(f: ModelFacts, s: Setup, processes_per_node: int, merge: bool,
+                  full_copy_per_process: bool = False) -> HostEstimate:
+    """Host RAM of a run. On GPUs, LLaMA-Factory and alpacalora load each process's weights straight onto its GPU
+    (device_map), a shard at a time; `full_copy_per_process`: each process first builds the whole model in host RAM
+    (the HF Trainer under DeepSpeed). On CPU the training estimate is host memory already. The merge (LF export,
+    merge_lora.py) holds the whole model in bf16 on the CPU."""
+    bf16_gb = f.params_total * 2 / GIB
+    procs = max(1, processes_per_node)
+    if s.device == "cpu":
+        train = estimate(f, s).total
+    elif full_copy_per_process:
+        train = procs * (HOST_PROCESS_GB + bf16_gb)
+    else:
+        train = procs * (HOST_PROCESS_GB + min(SHARD_GB, bf16_gb))
+    merged = HOST_PROCESS_GB + bf16_gb * 1.1 if merge and s.method != "full" else 0.0  # + one shard being written
+    return HostEstimate(train=train, merge=merged)
 
 
 def usable_gb(memory_gb: float, device: str) -> float:
     """The part of a GPU's (or the machine's) memory a training process can count on."""
     return memory_gb * USABLE_FRACTION[device]
+
+
+def fit_limit_gb(usable: float) -> float:
+    """The most a chosen set-up may be estimated at: the usable memory less the safety margin."""
+    return usable - max(SAFETY_MIN_GB, SAFETY_FRACTION * usable)
 
 
 def _layer_params(f: ModelFacts) -> float:
@@ -147,10 +202,14 @@ def estimate(f: ModelFacts, s: Setup) -> Estimate:
     transient = 0.0
     if s.method == "qlora":  # bitsandbytes dequantizes one Linear at a time into a bf16 temporary
         transient = max(i * o for i, o, _ in f.lora_linears) * 2
+    loading = 0.0
+    if s.method == "qlora" and s.zero == 3 and s.ngpus > 1:  # the whole 4-bit model on each GPU, then sharded
+        loading = (weight_bytes(f, replace(s, zero=0)) + transient) / GIB + OVERHEAD_GB[s.device]
     return Estimate(
         weights=weight_bytes(f, s) / GIB,
         trainable=trainable_bytes(f, s) / GIB,
         activations=(activation_bytes(f, s) + transient) / GIB,
         logits=logit_bytes(f, s) / GIB,
         overhead=OVERHEAD_GB[s.device],
+        loading=loading,
     )

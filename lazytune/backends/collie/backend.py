@@ -25,6 +25,7 @@ from launchers import Step
 from ...errors import ConfigError, ModelNotFoundError
 from ...options import Option, OptionSpec, raise_problems
 from ...plan import FileSpec, Plan
+from ..auto.gpu_table import gpu_precision
 from ..base import DataArg, Finetune, script
 from ..prompts import find_template, load_template
 
@@ -39,6 +40,9 @@ MODEL_DEFAULTS: dict[str, dict[str, list[str]]] = {
     "chatglm": {"lora_target_modules": ["query_key_value", "dense"], "modules_to_save": []},
     "chatglm2": {"lora_target_modules": ["query_layer", "key_layer", "value_layer", "dense"], "modules_to_save": []},
 }
+#: config.json keys of ChatGLM2 and later (ChatGLM-1 has inner_hidden_size / position_encoding_2d instead); those
+#: models still say model_type "chatglm", which CoLLiE maps to its ChatGLM-1 implementation.
+GLM2_KEYS = frozenset({"padded_vocab_size", "ffn_hidden_size", "multi_query_attention", "multi_query_group_num"})
 
 COLLIE_OPTIONS = OptionSpec("collie", [
     Option("data_path", Path, None, "training data (used when the trainer is called without data)"),
@@ -116,7 +120,15 @@ class CollieFinetune(Finetune):
     def _model_type(self) -> str:
         if self.model.config_error:
             raise ModelNotFoundError(f"cannot read {self.model.config_path}: {self.model.config_error}")
-        model_type = str(self.model.config.get("model_type", ""))
+        config = self.model.config
+        model_type = str(config.get("model_type", ""))
+        if model_type == "chatglm" and GLM2_KEYS & set(config):
+            raise ConfigError(
+                f"finetune.collie: {self.base_model} is ChatGLM2/ChatGLM3/GLM-4 (model_type 'chatglm' with the "
+                f"ChatGLM2 architecture: {', '.join(sorted(GLM2_KEYS & set(config)))} in config.json); CoLLiE 1.0.7 "
+                "would build its ChatGLM-1 model from it and crash while loading the weights. Use "
+                "finetune.llamafactory (template chatglm3 / glm4) or finetune.alpacalora for this model."
+            )
         if model_type not in MODEL_DEFAULTS:
             raise ConfigError(
                 f"finetune.collie: CoLLiE 1.0.7 has no implementation of model_type {model_type!r} "
@@ -186,6 +198,8 @@ class CollieFinetune(Finetune):
                 "modules_to_save": list(o["modules_to_save"]) or None,
             },
             "world_size": plan.topology.world_size,
+            # bf16 from compute capability 8.0 up (torch's is_bf16_supported() says yes on a T4: emulated, slow)
+            "precision": gpu_precision(plan.topology, "finetune.collie", required=False),
         }
 
     def build(self, plan: Plan) -> None:

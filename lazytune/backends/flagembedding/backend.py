@@ -25,7 +25,7 @@ from ...plan import FileSpec, Plan
 from ...progress import read_trainer_log
 from ...resources import configs_dir
 from ...run import package_versions
-from ..auto.gpu_table import supports_bf16
+from ..auto.gpu_table import bf16_by_name
 from ..base import Finetune, script
 from .args import (
     BOTH_KINDS,
@@ -121,9 +121,9 @@ class FlagembeddingFinetune(Finetune):
         if topo.device == "cpu":
             # Without it, processes started by torchrun on a CPU-only host each train alone (no gloo group).
             argv += ["--use_cpu", "True"]
-        plan.steps.append(
-            Step("train", argv, log=plan.run_dir / "logs" / "train.log", cwd=plan.run_dir, distributed=True)
-        )
+        # DeepSpeed needs torchrun's distributed environment even for one process (else the Trainer tries MPI)
+        plan.steps.append(Step("train", argv, log=plan.run_dir / "logs" / "train.log", cwd=plan.run_dir,
+                               distributed=True, torchrun=bool(deepspeed)))
 
     def _check_last_batch(self, plan: Plan, records: int) -> None:
         """A reranker's short last batch is reshaped into groups that mix queries: refuse unless none can occur."""
@@ -160,8 +160,12 @@ class FlagembeddingFinetune(Finetune):
                 problems.append("fp16=True needs a GPU and this run is on CPU; pass fp16=False (or bf16=True)")
             o["fp16"] = None
             plan.notes.append("fp16 left off: no GPU (LazyLLM's default fp16=True applies on GPUs only)")
-        if o.get("bf16") and topo.gpu_name and not supports_bf16(topo.gpu_name):
-            problems.append(f"bf16=True but {topo.gpu_name} has no bf16 support; pass fp16=True instead")
+        if o.get("bf16") and topo.device == "cuda":
+            cap = topo.compute_capability
+            if (cap is not None and cap < 8.0) or (cap is None and bf16_by_name(topo.gpu_name) is False):
+                where = f" (compute capability {cap})" if cap is not None else ""
+                problems.append(f"bf16=True but {topo.gpu_name or 'the GPU'}{where} has no bf16 support; "
+                                "pass fp16=True instead")
         if o.get("fp16") and o.get("bf16"):
             problems.append("fp16=True and bf16=True: choose one")
         if self.model_kind == "embed" and o.get("negatives_cross_device") and topo.world_size < 2:

@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
-from launchers import Launcher, Step
+from launchers import Launcher, Step, Topology
 
 from ...errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
 from ...options import OptionSpec, raise_problems
 from ...plan import FileSpec, Plan
 from ...run import __version__
-from ..auto.gpu_table import supports_bf16
+from ..auto.gpu_table import gpu_precision
 from ..base import Finetune, backend_python, script
 from .dataset_info import dataset_info
 from .keys import (
@@ -51,6 +51,16 @@ def _environment(env_name: str) -> dict[str, str]:
     except ImportError:
         return {}
     return environment_for(env_name)
+
+
+# What `llamafactory-cli train` sets when it starts torchrun itself (llamafactory/launcher.py, OPTIM_TORCH on by
+# default); lazytune starts torchrun in its place, so it sets them too. GPU only: they tune the CUDA allocator / NCCL.
+LF_TORCHRUN_ENV = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TORCH_NCCL_AVOID_RECORD_STREAMS": "1"}
+
+
+def torchrun_environment(topology: Topology) -> dict[str, str]:
+    """LF's own settings for its torchrun processes (see LF_TORCHRUN_ENV); none on CPU."""
+    return dict(LF_TORCHRUN_ENV) if topology.device == "cuda" else {}
 
 
 def _validate_all(spec: OptionSpec, sources: list[tuple[dict[str, Any], str]]) -> list[dict[str, Any]]:
@@ -169,7 +179,13 @@ class LlamafactoryFinetune(Finetune):
             plan.steps.append(Step("train", argv, log=logs / "train.log", env=_environment(ppo_env), distributed=True))
         else:  # what `llamafactory-cli train` runs; under torchrun when the launcher starts several processes
             argv = [python, "-m", "llamafactory.launcher", str(train_yaml)]
-            plan.steps.append(Step("train", argv, log=logs / "train.log", env=env, distributed=True))
+            # LF refuses DeepSpeed without torchrun ("Please use FORCE_TORCHRUN=1"), even for one process
+            deepspeed = bool(train.get("deepspeed"))
+            if deepspeed or plan.topology.world_size > 1:
+                env = {**env, **torchrun_environment(plan.topology)}
+            plan.steps.append(
+                Step("train", argv, log=logs / "train.log", env=env, distributed=True, torchrun=deepspeed)
+            )
         for path, name in self.ignored:
             plan.notes.append(f"{path}: {name!r} is replaced by lazytune's value")
 
@@ -218,7 +234,7 @@ class LlamafactoryFinetune(Finetune):
             train["warmup_ratio"] = train.pop("warmup_steps")
 
     def _precision(self, o: dict[str, Any], plan: Plan) -> None:
-        """bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU; an explicit choice is kept (if possible)."""
+        """bf16 from compute capability 8.0 up, fp16 on older GPUs, fp32 on CPU; an explicit choice is kept."""
         topo = plan.topology
         chosen = [k for k in PRECISION_KEYS if o.get(k)]
         if topo.device == "cpu":
@@ -228,8 +244,10 @@ class LlamafactoryFinetune(Finetune):
                 raise ConfigError("quantization_bit (QLoRA, bitsandbytes) needs a CUDA GPU; this launcher runs on CPU")
             return
         if not chosen and not any(k in o for k in PRECISION_KEYS):
-            o["bf16" if supports_bf16(topo.gpu_name) else "fp16"] = True
-            plan.notes.append(f"precision: {'bf16' if o.get('bf16') else 'fp16'} for {topo.gpu_name or 'GPU'}")
+            precision = gpu_precision(topo, "finetune.llamafactory")
+            o[precision] = True
+            cap = f" (compute capability {topo.compute_capability})" if topo.compute_capability else ""
+            plan.notes.append(f"precision: {precision} for {topo.gpu_name or 'GPU'}{cap}")
 
     # -- results ---------------------------------------------------------------------------------------------------
     def progress_log(self, plan: Plan) -> Path | None:
