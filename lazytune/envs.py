@@ -211,9 +211,10 @@ BACKENDS: Mapping[str, EnvSpec] = MappingProxyType(
         for spec in (
             _llamafactory(
                 "llamafactory",
-                ("trl==0.24.0",),
+                ("trl==0.24.0", "jieba", "nltk", "rouge-chinese"),
                 "LLaMA-Factory 0.9.5 (all stages but PPO)",
                 ("llamafactory.train.tuner",),
+                notes=("jieba, nltk, rouge-chinese: LF's `metrics` extra, for do_predict with predict_with_generate.",),
             ),
             # LF 0.9.5's PPO trainer uses the trl <= 0.9.6 API, but LF checks trl>=0.18 at startup and its tuner module
             # imports the other stages (which need trl 0.24): run PPO via llamafactory.train.ppo.workflow with
