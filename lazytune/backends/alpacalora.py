@@ -52,6 +52,8 @@ ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
     Option("eval_steps", int, 200, "evaluate every N steps (when val_set_size > 0)", minimum=1),
     Option("save_total_limit", int, 3, "checkpoints kept", minimum=1),
     Option("seed", int, 42, "random seed (validation split, shuffling, LoRA init)"),
+    Option("trust_remote_code", bool, None, "load the model's own code (default: True when config.json has auto_map "
+           "or the architecture needs it; False refuses such a model)"),
 ])  # fmt: skip
 
 _SAFE_NAME = re.compile(r"^[\w.+-]+$")
@@ -178,11 +180,15 @@ class AlpacaloraFinetune(Finetune):
             train += [f"--{key.replace('_', '-')}", str(o[key]).lower() if isinstance(o[key], bool) else str(o[key])]
         if o.get("modules_to_save"):
             train += ["--modules-to-save", ",".join(o["modules_to_save"])]
+        if o.get("trust_remote_code"):
+            train += ["--trust-remote-code", "true"]
         if o.get("deepspeed"):
             train += ["--deepspeed", str(o["deepspeed"])]
         merge = [py, script("merge_lora.py"), "--base", str(plan.base_model), "--adapter", str(plan.target.lora),
                  "--output", str(plan.target.merge)]  # fmt: skip
         merge += [f"--cp-files={p}" for p in self.cp_files] or ["--cp-files="]
+        if o.get("trust_remote_code"):
+            merge.append("--trust-remote-code")
         env = {"MASTER_PORT": str(o["nccl_port"])} if o.get("nccl_port") else {}
         plan.steps += [
             Step("train", train, log=logs / "train.log", env=env, distributed=True),

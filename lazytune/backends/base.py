@@ -22,10 +22,11 @@ from launchers import Launcher
 
 from ..config import settings
 from ..data import is_url, resolve_data
-from ..errors import ConfigError, ModelNotFoundError, TargetExistsError
-from ..options import OptionSpec
+from ..errors import ConfigError, ModelNotFoundError, OptionsError, TargetExistsError
+from ..options import OptionSpec, raise_problems
 from ..plan import Plan, Target
 from ..progress import read_trainer_log, summarize
+from ..remote_code import decide_trust_remote_code
 from ..run import Run
 
 DataArg = str | os.PathLike | Sequence[str | os.PathLike] | None
@@ -122,6 +123,59 @@ def check_inputs_apart(target: Target, inputs: Sequence[Path]) -> None:
                 )
 
 
+def data_problems(data: DataArg) -> list[str]:
+    """What is wrong with `data` as far as any backend can tell (paths, format, the first records), as messages.
+    The backend's own record checks run later, in `plan()`."""
+    from ..data import sniff
+
+    try:
+        files = resolve_data(data)
+    except ConfigError as exc:
+        return [str(exc)]
+    problems = []
+    for path in files:
+        try:
+            sniff(path)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def combine_problems(error: ConfigError, more: Sequence[str]) -> ConfigError:
+    """`error` and the other problems found beside it as one error of the same class (the first problem decides
+    what is raised); `problems` lists each one."""
+    first = list(getattr(error, "problems", None) or [str(error)])
+    problems = first + [p for p in more if p not in first]
+    if len(problems) == len(first):
+        return error
+    lines = "\n".join(f"  - {p}" for p in problems)
+    message = f"{len(problems)} problem(s), all found before anything started:\n{lines}"
+    if isinstance(error, OptionsError):
+        combined: ConfigError = type(error)(error.backend, problems)
+    else:
+        try:
+            combined = type(error)(message)
+        except TypeError:  # an error class with another signature (DataError(message, path, line))
+            combined = ConfigError(message)
+        combined.problems = problems  # type: ignore[attr-defined]
+    return combined
+
+
+def with_option_problems(error: ConfigError, spec: OptionSpec, kw: dict[str, Any]) -> ConfigError:
+    """`error` (a bad model or target path) with the keyword problems found beside it (unknown keys, types; a
+    `data_path` keyword's data), so that one message lists every problem at once."""
+    more: list[str] = []
+    try:
+        spec.validate(kw)
+    except OptionsError as exc:
+        more += exc.problems
+    except ConfigError as exc:  # a backend-level check of the keywords
+        more.append(str(exc))
+    if isinstance(kw.get("data_path"), (str, os.PathLike)):
+        more += data_problems(kw["data_path"])
+    return combine_problems(error, more)
+
+
 def default_launcher() -> Launcher:
     """A new launcher from LAZYTUNE_DEFAULT_LAUNCHER (created per trainer, never at import)."""
     kind = settings().default_launcher
@@ -152,11 +206,20 @@ class Finetune(abc.ABC):
             raise ConfigError(f"launcher must be a launchers.* object, got {type(launcher).__name__}")
         if not isinstance(overwrite, bool):
             raise ConfigError(f"overwrite must be True or False, got {overwrite!r}")
-        self.base_model = resolve_model(base_model, self.needs_model_config)
-        self.target = resolve_target(target_path, merge_path)
         self.overwrite = overwrite
         self._launcher = launcher
-        self.options = self.validate_options(kw)
+        self.notes: list[str] = []  # plan notes decided at construction (e.g. trust_remote_code)
+        try:
+            self.base_model = self.resolve_base(base_model)
+            self.target = resolve_target(target_path, merge_path)
+        except ConfigError as exc:  # report the keyword problems with it: one error lists everything
+            raise with_option_problems(exc, self.option_spec(), kw) from None
+        try:
+            self.options = self.validate_options(kw)
+        except ConfigError as exc:
+            data = kw.get("data_path")
+            raise combine_problems(exc, data_problems(data) if isinstance(data, (str, os.PathLike)) else []) from None
+        self.apply_remote_code()
 
     # -- what a backend provides -----------------------------------------------------------------------------
     @classmethod
@@ -164,9 +227,25 @@ class Finetune(abc.ABC):
     def option_spec(cls) -> OptionSpec:
         """The whitelist of keyword options."""
 
+    def resolve_base(self, base_model: str | os.PathLike) -> Path:
+        """The base model folder (an error when it is not there). The dummy backend overrides this."""
+        return resolve_model(base_model, self.needs_model_config)
+
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
         """Validated options with defaults filled in. Backends add cross-checks by overriding."""
         return self.option_spec().resolve(kw)
+
+    def apply_remote_code(self) -> None:
+        """`trust_remote_code` from the model folder (see lazytune.remote_code): set when the model ships its own
+        code and the option was not given, a plan note saying so; False on such a model is refused here."""
+        if "trust_remote_code" not in self.option_spec():
+            return
+        value, note, problem = decide_trust_remote_code(self.base_model, self.options.get("trust_remote_code"))
+        raise_problems(self.name, [problem] if problem else [])
+        if value is not None:
+            self.options["trust_remote_code"] = value
+        if note:
+            self.notes.append(note)
 
     @abc.abstractmethod
     def build(self, plan: Plan) -> None:
@@ -213,6 +292,7 @@ class Finetune(abc.ABC):
             base_model=self.base_model, data=files, options=dict(self.options), topology=self.launcher.topology(),
             result=self.target.merge,
         )  # fmt: skip
+        plan.notes += self.notes
         self.build(plan)
         return plan
 

@@ -68,6 +68,8 @@ def _options(kind: str, lr: float, max_len: int) -> list[Option]:
         Option("bf16", bool, None, "bf16 mixed precision"),
         Option("gradient_checkpointing", bool, True, "recompute activations to save memory"),
         Option("seed", int, None, "random seed (FlagEmbedding's default: 42)"),
+        Option("trust_remote_code", bool, None, "load the model's own code (default: True when config.json has "
+               "auto_map; False refuses such a model)"),
         Option("report_to", str, "none", "experiment tracker (none, tensorboard, wandb, ...)"),
         Option("validate", bool, True, "check every record of the data before starting (False: the first 20)"),
     ]
@@ -196,11 +198,15 @@ def check_lengths(model: Path, kind: str, options: dict[str, Any]) -> None:
     An embedder encodes queries and passages separately; a reranker encodes query + passage as one sequence.
     """
     try:
-        positions = json.loads((model / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+        config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+        positions = config.get("max_position_embeddings")
     except (OSError, ValueError, AttributeError):
         return
     if not isinstance(positions, int):
         return
+    if "roberta" in str(config.get("model_type", "")):  # RoBERTa's position ids start after the padding index
+        pad = config.get("pad_token_id")
+        positions -= (pad if isinstance(pad, int) else 1) + 1
     q, p = options["query_max_len"], options["passage_max_len"]
     longest = q + p if kind == "rerank" else max(q, p)
     if longest > positions:

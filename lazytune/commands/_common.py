@@ -15,7 +15,7 @@ import yaml
 
 import launchers
 from lazytune import finetune
-from lazytune.backends.base import Finetune
+from lazytune.backends.base import Finetune, combine_problems, data_problems
 from lazytune.config import settings
 from lazytune.errors import ConfigError
 
@@ -152,7 +152,10 @@ def make_trainer(args: argparse.Namespace, stream: bool = False) -> tuple[Finetu
     flags = ("launcher", "ngpus", "nproc", "nnodes", "partition")
     # finetune.auto chooses the number of GPUs itself unless a launcher flag fixes it
     chosen_by_auto = args.backend == "auto" and all(getattr(args, f, None) is None for f in flags)
-    trainer = cls(base, target, launcher=None if chosen_by_auto else make_launcher(args, stream), **kw)
+    try:
+        trainer = cls(base, target, launcher=None if chosen_by_auto else make_launcher(args, stream), **kw)
+    except ConfigError as exc:  # list the data's problems with it: one error names everything to fix
+        raise combine_problems(exc, data_problems(data) if data else []) from None
     return trainer, data
 
 

@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-steps", type=int, default=200)
     ap.add_argument("--save-total-limit", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--trust-remote-code", type=boolean, default=False,
+                    help="load the model's own code (config.json auto_map: InternLM2, ChatGLM, Baichuan, ...)")
     ap.add_argument("--run-name", default="LLM")
     ap.add_argument("--data-only", action="store_true",
                     help="tokenize, check and write train_data_stats.json, then exit without loading the model")
@@ -251,7 +253,7 @@ def train(args: argparse.Namespace) -> None:
     import torch
     import transformers as tf
 
-    tokenizer = tf.AutoTokenizer.from_pretrained(args.base_model)
+    tokenizer = tf.AutoTokenizer.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code)
     if tokenizer.eos_token_id is None:
         raise TrainError(f"the tokenizer of {args.base_model} has no eos token: responses could never end")
     if tokenizer.pad_token_id is None:
@@ -276,7 +278,8 @@ def train(args: argparse.Namespace) -> None:
     fp16 = cuda and not bf16
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
     tf.set_seed(args.seed)  # the LoRA weights are initialised before the Trainer would seed anything
-    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype)
+    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype,
+                                                 trust_remote_code=args.trust_remote_code)
     model.config.use_cache = False
 
     from peft import LoraConfig, get_peft_model

@@ -40,7 +40,7 @@ def copy_matching(base: Path, patterns: list[str], out: Path) -> list[str]:
     return copied
 
 
-def merge(base: Path, adapter: Path, out: Path, dtype_name: str) -> None:
+def merge(base: Path, adapter: Path, out: Path, dtype_name: str, trust_remote_code: bool = False) -> None:
     import torch
     import transformers
     from peft import PeftModel
@@ -51,7 +51,10 @@ def merge(base: Path, adapter: Path, out: Path, dtype_name: str) -> None:
     # transformers < 4.56 (e.g. CoLLiE's 4.40) only knows `torch_dtype`; 5.x renamed it `dtype`.
     version = tuple(int(p) for p in transformers.__version__.split(".")[:2] if p.isdigit())
     dtype_kw = "dtype" if version >= (4, 56) else "torch_dtype"
-    model = AutoModelForCausalLM.from_pretrained(base, **{dtype_kw: dtype}, low_cpu_mem_usage=True)
+    # a model with its own code (auto_map) loads only with trust_remote_code; save_pretrained then copies
+    # its .py files into the merged folder, so the result loads the same way
+    model = AutoModelForCausalLM.from_pretrained(base, **{dtype_kw: dtype}, low_cpu_mem_usage=True,
+                                                 trust_remote_code=trust_remote_code)
     model.to(device)
     model = PeftModel.from_pretrained(model, adapter)
     merged = model.merge_and_unload()
@@ -67,6 +70,8 @@ def main() -> int:
                     help="glob of base-folder files to copy into the output (repeatable; default 'tokeniz*'; "
                          "'' copies nothing)")
     ap.add_argument("--dtype", choices=DTYPES, default="auto", help="dtype to merge and save in (auto: the base's)")
+    ap.add_argument("--trust-remote-code", action="store_true",
+                    help="load the base model's own code (config.json auto_map)")
     args = ap.parse_args()
 
     base, adapter, out = Path(args.base), Path(args.adapter), Path(args.output)
@@ -82,7 +87,7 @@ def main() -> int:
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     partial.mkdir(parents=True)
     try:
-        merge(base, adapter, partial, args.dtype)
+        merge(base, adapter, partial, args.dtype, args.trust_remote_code)
         copied = copy_matching(base, patterns, partial)
         if out.exists():
             shutil.rmtree(out)
