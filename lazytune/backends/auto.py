@@ -28,7 +28,7 @@ from ..options import Option, OptionSpec
 from ..plan import Plan
 from ..sizing import model_facts
 from .auto_backends import BACKENDS, Keys, backend_class, choose_backend, deepspeed_config, zero_stage
-from .base import DataArg, Finetune, combine_problems, resolve_model
+from .base import DataArg, Finetune, as_launcher, combine_problems, resolve_model
 from .flagembedding_args import OPTION_SPECS
 
 
@@ -68,6 +68,7 @@ class AutoFinetune:
         if isinstance(merge_path, str) and merge_path.strip().lower() in HUB_SOURCES and source is None:
             source, merge_path = merge_path, None  # LazyLLM's third positional argument is `source`
         kind = _lazyllm_model_type(model_type, kind)
+        launcher = as_launcher(launcher)
         for label, value in (("ctx_len", ctx_len), ("batch_size", batch_size), ("lora_r", lora_r)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{label} must be a whole number >= 1, got {value!r}")
@@ -97,7 +98,7 @@ class AutoFinetune:
         if self.backend == "flagembedding" and "model_kind" not in kw:
             chosen["model_kind"] = self.facts.kind
         self.chosen = chosen
-        self.trainer: Finetune = cls(model, target_path, merge_path, launcher=launcher or self._launcher(),
+        self.trainer: Finetune = cls(model, target_path, merge_path=merge_path, launcher=launcher or self._launcher(),
                                      overwrite=overwrite, **kw, **chosen)  # fmt: skip
 
     # -- deciding --------------------------------------------------------------------------------------------------

@@ -176,6 +176,15 @@ def with_option_problems(error: ConfigError, spec: OptionSpec, kw: dict[str, Any
     return combine_problems(error, more)
 
 
+def as_launcher(launcher: Any) -> Launcher | None:
+    """A launcher object; LazyLLM's uncalled form (`launcher=launchers.empty`) is called with its defaults."""
+    if launcher is None or isinstance(launcher, Launcher):
+        return launcher
+    if launcher in launchers.FACTORIES or (isinstance(launcher, type) and issubclass(launcher, Launcher)):
+        return launcher()
+    raise ConfigError(f"launcher must be a launchers.* object (e.g. launchers.local()), got {launcher!r}")
+
+
 def default_launcher() -> Launcher:
     """A new launcher from LAZYTUNE_DEFAULT_LAUNCHER (created per trainer, never at import)."""
     kind = settings().default_launcher
@@ -202,8 +211,11 @@ class Finetune(abc.ABC):
     def __init__(self, base_model: str | os.PathLike, target_path: str | os.PathLike,
                  merge_path: str | os.PathLike | None = None, launcher: Launcher | None = None,
                  overwrite: bool = False, **kw: Any):
-        if launcher is not None and not isinstance(launcher, Launcher):
-            raise ConfigError(f"launcher must be a launchers.* object, got {type(launcher).__name__}")
+        if isinstance(merge_path, Launcher) or merge_path in launchers.FACTORIES:
+            if launcher is not None:
+                raise ConfigError("a launcher was given twice (the third positional argument is merge_path)")
+            merge_path, launcher = None, merge_path  # `finetune.x(base, target, launchers.local())`: unambiguous
+        launcher = as_launcher(launcher)
         if not isinstance(overwrite, bool):
             raise ConfigError(f"overwrite must be True or False, got {overwrite!r}")
         self.overwrite = overwrite

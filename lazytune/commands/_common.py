@@ -149,6 +149,8 @@ def make_trainer(args: argparse.Namespace, stream: bool = False) -> tuple[Finetu
     if missing:
         raise ConfigError(f"missing {' and '.join(missing)} (or base_model/target_path in the -c config)")
     base, target = kw.pop("base_model"), kw.pop("target_path")
+    if args.backend == "dummy":  # on the command line a typo is an error (the Python API is LazyLLM's lenient one)
+        kw.setdefault("strict", True)
     flags = ("launcher", "ngpus", "nproc", "nnodes", "partition")
     # finetune.auto chooses the number of GPUs itself unless a launcher flag fixes it
     chosen_by_auto = args.backend == "auto" and all(getattr(args, f, None) is None for f in flags)
