@@ -16,6 +16,7 @@ from typing import Any
 
 from launchers import Launcher, Step
 
+from ..data import resolve_data
 from ..errors import ConfigError
 from ..options import Option, OptionSpec, raise_problems
 from ..plan import Plan
@@ -135,12 +136,21 @@ class AlpacaloraFinetune(Finetune):
         raise_problems(self.name, problems)
         return o
 
-    def plan(self, data: DataArg = None) -> Plan:
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
         """Like Finetune.plan; `data` may also come from the `data_path` option (not both)."""
         given = self.options.get("data_path")
         if data is not None and given is not None:
             raise ConfigError(f"finetune.alpacalora: data given twice (data_path={given!r} and {data!r}); pass one")
-        return super().plan(data if data is not None else given)
+        return super().plan(data if data is not None else given, valset)
+
+    def eval_files(self, valset: DataArg) -> list[Path]:
+        """LazyLLM's `trainer(trainset, valset)`: evaluation records from their own file(s) instead of a
+        `val_set_size` split of the training data."""
+        if valset is None:
+            return []
+        files = resolve_data(valset)
+        check_records(files)
+        return files
 
     def build(self, plan: Plan) -> None:
         o = plan.options
@@ -161,7 +171,10 @@ class AlpacaloraFinetune(Finetune):
             problems.append(f"resume_from_checkpoint=True but {plan.target.lora} has no checkpoint-N folder")
         raise_problems(self.name, problems)
         records = check_records(plan.data)
-        if o["val_set_size"] >= records:
+        if plan.eval_data:
+            plan.notes.append(f"evaluation data: {', '.join(p.name for p in plan.eval_data)} (val_set_size is not "
+                              "used: nothing is split off the training data)")
+        elif o["val_set_size"] >= records:
             raise_problems(self.name, [f"val_set_size={o['val_set_size']} leaves no training data: the data has "
                                        f"{records} records; lower val_set_size (0 disables evaluation)"])
         plan.notes.append(f"{records} records; gradient accumulation "
@@ -182,6 +195,8 @@ class AlpacaloraFinetune(Finetune):
             train += ["--modules-to-save", ",".join(o["modules_to_save"])]
         if o.get("trust_remote_code"):
             train += ["--trust-remote-code", "true"]
+        if plan.eval_data:
+            train += ["--val-data", *map(str, plan.eval_data)]
         if o.get("deepspeed"):
             train += ["--deepspeed", str(o["deepspeed"])]
         merge = [py, script("merge_lora.py"), "--base", str(plan.base_model), "--adapter", str(plan.target.lora),

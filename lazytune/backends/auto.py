@@ -202,17 +202,17 @@ class AutoFinetune:
         passed = ", ".join(f"{k}={_short(v)}" for k, v in self.chosen.items())
         return f"finetune.auto -> finetune.{self.backend}({passed})\n{self.decision.explain()}"
 
-    def plan(self, data: DataArg = None) -> Plan:
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
         """The chosen backend's plan, with the explanation in its notes."""
-        plan = self.trainer.plan(data)
+        plan = self.trainer.plan(data, valset)
         plan.notes += [f"auto: {line}" for line in self.explain().splitlines()]
         return plan
 
-    def start(self, data: DataArg = None, plan: Plan | None = None) -> Any:
-        return self.trainer.start(data, plan=plan or self.plan(data))
+    def start(self, data: DataArg = None, plan: Plan | None = None, valset: DataArg = None) -> Any:
+        return self.trainer.start(data, plan=plan or self.plan(data, valset))
 
-    def __call__(self, data: DataArg = None) -> Any:
-        run = self.start(data)
+    def __call__(self, data: DataArg = None, valset: DataArg = None) -> Any:
+        run = self.start(data, valset=valset)
         return run.wait() if self.trainer.launcher.sync else run
 
     @property

@@ -239,6 +239,10 @@ class Finetune(abc.ABC):
     def option_spec(cls) -> OptionSpec:
         """The whitelist of keyword options."""
 
+    def data_files(self, data: DataArg) -> list[Path]:
+        """The local data files of `data` (LLaMA-Factory overrides this for datasets given by name)."""
+        return resolve_data(data)
+
     def resolve_base(self, base_model: str | os.PathLike) -> Path:
         """The base model folder (an error when it is not there). The dummy backend overrides this."""
         return resolve_model(base_model, self.needs_model_config)
@@ -293,10 +297,13 @@ class Finetune(abc.ABC):
     def python(self) -> str:
         return backend_python(self.env_name or self.name)
 
-    def plan(self, data: DataArg = None) -> Plan:
-        """Check everything and return the Plan. Writes nothing, starts nothing."""
-        files = resolve_data(data) if (self.needs_data or data is not None) else []
-        check_inputs_apart(self.target, [self.base_model, *files])  # before check_target's "pass overwrite=True"
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
+        """Check everything and return the Plan. Writes nothing, starts nothing. `valset`: evaluation data, for
+        backends that evaluate on a file (LazyLLM's `trainer(trainset, valset)`)."""
+        files = self.data_files(data) if (self.needs_data or data is not None) else []
+        eval_files = self.eval_files(valset)
+        # before check_target's "pass overwrite=True"
+        check_inputs_apart(self.target, [self.base_model, *files, *eval_files])
         check_target(self.target, self.overwrite)
         run_id = new_run_id()
         plan = Plan(
@@ -304,6 +311,7 @@ class Finetune(abc.ABC):
             base_model=self.base_model, data=files, options=dict(self.options), topology=self.launcher.topology(),
             result=self.target.merge,
         )  # fmt: skip
+        plan.eval_data = eval_files
         plan.notes += self.notes
         self.build(plan)
         return plan
@@ -321,16 +329,24 @@ class Finetune(abc.ABC):
         """True where a run resumes from checkpoints in `path` (backends with resume support override)."""
         return False
 
-    def start(self, data: DataArg = None, plan: Plan | None = None) -> Run:
+    def eval_files(self, valset: DataArg) -> list[Path]:
+        """Files of the evaluation data. A backend without evaluation on a file refuses it (LazyLLM passed it on and
+        ignored it, silently)."""
+        if valset is None:
+            return []
+        raise ConfigError(f"finetune.{self.name} takes no evaluation data file (valset={valset!r}); pass only the "
+                          "training data (LazyLLM accepted and ignored it)")
+
+    def start(self, data: DataArg = None, plan: Plan | None = None, valset: DataArg = None) -> Run:
         """Write the plan's files and start it; returns at once with a `Run`."""
-        plan = plan or self.plan(data)
+        plan = plan or self.plan(data, valset)
         self.prepare_target(plan)
         plan.write_files()
         return Run.start(self, plan)
 
-    def __call__(self, data: DataArg = None) -> str | Run:
+    def __call__(self, data: DataArg = None, valset: DataArg = None) -> str | Run:
         """Train (and merge). Sync launcher: returns the result folder. Async launcher: returns the `Run`."""
-        run = self.start(data)
+        run = self.start(data, valset=valset)
         return run.wait() if self.launcher.sync else run
 
     def __repr__(self) -> str:

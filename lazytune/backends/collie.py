@@ -146,11 +146,11 @@ class CollieFinetune(Finetune):
             )
         return model_type
 
-    def plan(self, data: DataArg = None) -> Plan:
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
         """As `Finetune.plan`; `data_path` is used when no data is passed. Refused when the launcher has no GPU."""
         if data is None and self.options.get("data_path"):
             data = self.options["data_path"]
-        return super().plan(data)
+        return super().plan(data, valset)
 
     def check_topology(self, plan: Plan) -> None:
         """CoLLiE needs one NVIDIA GPU per process, and dp x pp x tp processes in all."""

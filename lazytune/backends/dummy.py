@@ -16,6 +16,7 @@ from typing import Any
 
 from launchers import Launcher, Step
 
+from ..data import resolve_data
 from ..errors import ConfigError, ModelNotFoundError
 from ..options import Option, OptionSpec
 from ..plan import FileSpec, Plan
@@ -100,11 +101,17 @@ class DummyFinetune(Finetune):
             self.notes.append(message)
         return {**options, **self.extra}
 
-    def plan(self, data: DataArg = None) -> Plan:
+    def eval_files(self, valset: DataArg) -> list[Path]:
+        """LazyLLM's dummy takes a valset too: its files are checked and recorded (strict=True: refused)."""
+        if self.strict or valset is None or _blank(valset):
+            return super().eval_files(None if not self.strict and _blank(valset) else valset)
+        return resolve_data(valset)
+
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
         """As `Finetune.plan`; blank data ('' or [''], LazyLLM's `.trainset("")`) means no data for the dummy."""
         if not self.strict and _blank(data):
             data = None
-        return super().plan(data)
+        return super().plan(data, valset)
 
     def python(self) -> str:
         import sys

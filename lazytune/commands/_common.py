@@ -19,7 +19,7 @@ from lazytune.backends.base import Finetune, combine_problems, data_problems
 from lazytune.config import settings
 from lazytune.errors import ConfigError
 
-BACKENDS = tuple(finetune.__all__)
+BACKENDS = tuple(n for n in finetune.__all__ if n.islower())  # not LazyLLM's class-name aliases
 LAUNCHERS = ("local", "slurm", "remote")
 #: keys a config file may hold besides the backend's options (the other arguments of finetune.<backend>(...))
 ARGUMENT_KEYS = ("base_model", "target_path", "merge_path", "overwrite", "data")

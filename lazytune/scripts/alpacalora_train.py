@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-steps", type=int, default=200)
     ap.add_argument("--save-total-limit", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--val-data", nargs="+", default=None,
+                    help="evaluation records from these files (instead of a val_set_size split of --data)")
     ap.add_argument("--trust-remote-code", type=boolean, default=False,
                     help="load the model's own code (config.json auto_map: InternLM2, ChatGLM, Baichuan, ...)")
     ap.add_argument("--run-name", default="LLM")
@@ -259,7 +261,13 @@ def train(args: argparse.Namespace) -> None:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     samples, stats = tokenize_all(args, tokenizer, template)
-    train_set, val_set = split(samples, args.val_set_size, args.seed)
+    if args.val_data:  # evaluation data of its own: nothing is split off the training data
+        val_set, _ = tokenize_all(argparse.Namespace(**{**vars(args), "data": args.val_data}), tokenizer, template)
+        train_set = samples
+        for s in val_set:
+            del s["n_prompt"]
+    else:
+        train_set, val_set = split(samples, args.val_set_size, args.seed)
     info = describe_data(tokenizer, train_set, val_set, stats, args)
     if rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
