@@ -25,3 +25,18 @@ __all__ = [
     "AlpacaloraFinetune", "AutoFinetune", "CollieFinetune", "DummyFinetune", "FlagembeddingFinetune",
     "LlamafactoryFinetune", "alpacalora", "auto", "collie", "dummy", "flagembedding", "llamafactory",
 ]  # fmt: skip
+
+#: LazyLLM finetune names with no lazytune backend, and what to use instead.
+_NOT_HERE = {
+    "easyr1": "LazyLLM's EasyR1 (GRPO) trainer", "EasyR1Finetune": "LazyLLM's EasyR1 (GRPO) trainer",
+    "easyllm": "LazyLLM's EasyLLM trainer", "LazyLLMFinetuneBase": "LazyLLM's base class",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    """A clear AttributeError for LazyLLM's finetune names that lazytune does not have."""
+    if name in _NOT_HERE:
+        raise AttributeError(f"finetune.{name} ({_NOT_HERE[name]}) has no lazytune backend; lazytune has "
+                             f"{', '.join(n for n in __all__ if n.islower())} (subclass lazytune.backends.base."
+                             "Finetune for your own)")
+    raise AttributeError(f"module 'lazytune.finetune' has no attribute {name!r}")

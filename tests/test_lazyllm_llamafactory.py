@@ -66,6 +66,17 @@ def test_dataset_dir_from_the_users_config(tmp_path: Path) -> None:
     assert any("'dataset' is replaced" in n for n in plan.notes)
 
 
+def test_dataset_keyword_names_the_default_data(tmp_path: Path) -> None:
+    """docs/en/Learn/ai_coding.md: {'dataset_dir': DATASET_DIR, 'dataset': 'tech_qa', ...}."""
+    folder = user_dataset_dir(tmp_path)
+    trainer = finetune.llamafactory(model(tmp_path), tmp_path / "out", dataset_dir=folder, dataset="identity",
+                                    launcher=cpu())  # fmt: skip
+    assert train_yaml(trainer.plan())["dataset"] == "identity"
+    assert train_yaml(trainer.plan("alpaca_en_demo"))["dataset"] == "alpaca_en_demo"
+    with pytest.raises(OptionsError, match="'dataset' is set by lazytune"):
+        finetune.llamafactory(model(tmp_path), tmp_path / "out", dataset="identity")
+
+
 def test_lazyllms_placeholder_means_data_files(tmp_path: Path) -> None:
     trainer = finetune.llamafactory(model(tmp_path), tmp_path / "out", dataset_dir="lazyllm_temp_dir",
                                     launcher=cpu())  # fmt: skip

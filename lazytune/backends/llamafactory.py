@@ -92,6 +92,8 @@ class LlamafactoryFinetune(Finetune):
         self.ignored: list[tuple[Path, str]] = []  # (config file, key lazytune sets itself)
         self.export_options: dict[str, Any] = {}
         self.dataset_dir, self.dataset_names = self._lazyllm_dataset_dir(kw), []
+        # with dataset_dir, `dataset` names the registered data used when the trainer is called without data
+        self.default_dataset = kw.pop("dataset", None) if self.dataset_dir is not None else None
         if kw.get("do_train") is True:
             del kw["do_train"]  # LazyLLM configs say so; lazytune always trains (False stays an error)
         super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
@@ -111,6 +113,8 @@ class LlamafactoryFinetune(Finetune):
         """With `dataset_dir`: the files of the datasets named in `data`, registered there."""
         if self.dataset_dir is None:
             return super().data_files(data)
+        if data is None and self.default_dataset is not None:
+            data = self.default_dataset
         self.dataset_names, files = registered_files(self.dataset_dir, data)
         return files
 
