@@ -182,7 +182,25 @@ def as_launcher(launcher: Any) -> Launcher | None:
         return launcher
     if launcher in launchers.FACTORIES or (isinstance(launcher, type) and issubclass(launcher, Launcher)):
         return launcher()
+    if type(launcher).__module__.startswith("lazyllm."):
+        return from_lazyllm_launcher(launcher)
     raise ConfigError(f"launcher must be a launchers.* object (e.g. launchers.local()), got {launcher!r}")
+
+
+def from_lazyllm_launcher(launcher: Any) -> Launcher:
+    """The lazytune launcher for a LazyLLM launcher object (what LazyLLM's TrainableModule passes a finetune
+    class): empty -> local, slurm -> slurm, with its GPUs, nodes, processes, partition and time limit. It always
+    waits (sync): TrainableModule reads the merged model's folder from the call's return value."""
+    kind = type(launcher).__name__
+    ngpus = getattr(launcher, "ngpus", None)
+    if kind == "EmptyLauncher":
+        return launchers.local(ngpus=1 if ngpus is None else int(ngpus))
+    if kind == "SlurmLauncher":
+        return launchers.slurm(partition=getattr(launcher, "partition", None), nnodes=getattr(launcher, "nnode", 1),
+                               nproc=getattr(launcher, "nproc", None), ngpus=0 if ngpus is None else int(ngpus),
+                               time=getattr(launcher, "timeout", None))  # fmt: skip
+    raise ConfigError(f"LazyLLM's {kind} has no lazytune equivalent: use LazyLLM's empty or slurm launcher, or a "
+                      "lazytune launcher (launchers.local(), launchers.slurm(...))")
 
 
 def default_launcher() -> Launcher:
