@@ -80,3 +80,23 @@ def test_launcher_as_third_positional_argument(tiny_folder_model: Path, tmp_path
         finetune.flagembedding(embed, tmp_path / "fe2", str(tmp_path / "merged"))
     al = finetune.alpacalora(tiny_folder_model, tmp_path / "al", local)
     assert al.launcher is local and al.target.merge == tmp_path / "al" / "lazyllm_merge"
+
+
+def _lazyllm_launcher(kind: str, **attrs: object) -> object:
+    """An object shaped like LazyLLM's launcher `kind` (lazyllm/launcher/base.py, slurm.py), without LazyLLM."""
+    cls = type(kind, (), {"__module__": "lazyllm.launcher.base"})
+    obj = cls()
+    obj.__dict__.update(attrs)
+    return obj
+
+
+def test_lazyllm_launcher_objects_become_lazytunes(tiny_folder_model: Path, tmp_path: Path) -> None:
+    """What TrainableModule passes a finetune class (tests/test_lazyllm_client.py does it with LazyLLM itself)."""
+    empty = _lazyllm_launcher("EmptyLauncher", subprocess=False, sync=False, ngpus=None)
+    trainer = finetune.dummy(tiny_folder_model, tmp_path / "a", launcher=empty)
+    assert isinstance(trainer.launcher, launchers.LocalLauncher) and trainer.launcher.sync  # always waits
+    slurm = _lazyllm_launcher("SlurmLauncher", partition="pat_rd", nnode=2, nproc=4, ngpus=4, timeout=60, sync=False)
+    r = finetune.dummy(tiny_folder_model, tmp_path / "b", launcher=slurm).launcher.resources
+    assert (r.partition, r.nnodes, r.ntasks_per_node, r.ngpus, r.time) == ("pat_rd", 2, 4, 4, "60")
+    with pytest.raises(ConfigError, match="ScoLauncher has no lazytune equivalent"):
+        finetune.dummy(tiny_folder_model, tmp_path / "c", launcher=_lazyllm_launcher("ScoLauncher"))
