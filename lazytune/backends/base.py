@@ -318,11 +318,22 @@ class Finetune(abc.ABC):
     def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
         """Check everything and return the Plan. Writes nothing, starts nothing. `valset`: evaluation data, for
         backends that evaluate on a file (LazyLLM's `trainer(trainset, valset)`)."""
-        files = self.data_files(data) if (self.needs_data or data is not None) else []
-        eval_files = self.eval_files(valset)
-        # before check_target's "pass overwrite=True"
-        check_inputs_apart(self.target, [self.base_model, *files, *eval_files])
-        check_target(self.target, self.overwrite)
+        errors: list[ConfigError] = []  # data and target problems are reported together
+        files: list[Path] = []
+        eval_files: list[Path] = []
+        try:
+            files = self.data_files(data) if (self.needs_data or data is not None) else []
+            eval_files = self.eval_files(valset)
+            # before check_target's "pass overwrite=True"
+            check_inputs_apart(self.target, [self.base_model, *files, *eval_files])
+        except ConfigError as exc:
+            errors.append(exc)
+        try:
+            check_target(self.target, self.overwrite)
+        except ConfigError as exc:
+            errors.append(exc)
+        if errors:
+            raise combine_problems(errors[0], [str(e) for e in errors[1:]])
         run_id = new_run_id()
         plan = Plan(
             backend=self.name, run_id=run_id, target=self.target, run_dir=self.target.runs / run_id,

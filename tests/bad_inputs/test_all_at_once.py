@@ -57,3 +57,15 @@ def test_single_problem_message_unchanged(tmp_path: Path) -> None:
         finetune.llamafactory(tmp_path / "no-such-model", tmp_path / "out")
     assert "problem(s)" not in str(info.value)
     json.dumps(str(info.value))
+
+
+def test_bad_data_and_a_taken_target_together(tmp_path: Path, tiny_folder_model: Path) -> None:
+    from lazytune import DataError
+
+    target = tmp_path / "taken"
+    target.mkdir()
+    (target / "thesis.tex").write_text("do not lose")
+    trainer = finetune.alpacalora(tiny_folder_model, target, val_set_size=2)
+    with nothing_started(target), pytest.raises(DataError) as info:
+        trainer(tmp_path / "missing.json")
+    assert "missing.json" in str(info.value) and "overwrite=True" in str(info.value)
