@@ -11,9 +11,9 @@ export). lazytune decides once, at plan time, from the folder:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+import os
+
+from .model import ModelFolder
 
 #: model_type values whose only implementation is the model's own code (no class in transformers), even when a
 #: config.json lacks `auto_map` (older or hand-edited folders).
@@ -23,34 +23,25 @@ REMOTE_CODE_MODEL_TYPES = frozenset({
 })  # fmt: skip
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def remote_code_reason(model: Path | None) -> str | None:
+def remote_code_reason(model: ModelFolder | str | os.PathLike | None) -> str | None:
     """Why `model` needs trust_remote_code (a short phrase for notes and errors), or None when it does not."""
     if model is None:
         return None
-    model = Path(model)
-    config = _read_json(model / "config.json")
-    auto_map = config.get("auto_map")
-    if isinstance(auto_map, dict) and auto_map:
+    model = ModelFolder.of(model)
+    auto_map = model.custom_code
+    if auto_map:
         files = sorted({str(v).split(".")[0] + ".py" for v in auto_map.values() if isinstance(v, str) and "." in v})
         return f"its config.json has auto_map ({', '.join(files) or ', '.join(sorted(auto_map))})"
-    kind = config.get("model_type")
-    if kind in REMOTE_CODE_MODEL_TYPES:
-        return f"model_type {kind!r} has no implementation in transformers (the model ships its own code)"
-    tok_map = _read_json(model / "tokenizer_config.json").get("auto_map")
-    if tok_map:
+    if model.model_type in REMOTE_CODE_MODEL_TYPES:
+        return f"model_type {model.model_type!r} has no implementation in transformers (the model ships its own code)"
+    if model.tokenizer_config.get("auto_map"):
         return "its tokenizer_config.json has auto_map (the tokenizer ships its own code)"
     return None
 
 
-def decide_trust_remote_code(model: Path | None, given: bool | None) -> tuple[bool | None, str | None, str | None]:
+def decide_trust_remote_code(
+    model: ModelFolder | None, given: bool | None
+) -> tuple[bool | None, str | None, str | None]:
     """(value to use, plan note, problem) for the `trust_remote_code` option on `model`.
 
     The value is None when the model needs no custom code and nothing was asked (the key is then left out).

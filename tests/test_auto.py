@@ -14,12 +14,12 @@ import yaml
 from launchers import Launcher, Topology
 from launchers.gpus import parse_nvidia_smi
 from lazytune import finetune
-from lazytune.backends.auto_backends import backend_installed
-from lazytune.decide import NothingFitsError, Request, decide
+from lazytune.backends.auto.backends import backend_installed
+from lazytune.backends.auto.decide import NothingFitsError, Request, decide
+from lazytune.backends.auto.gpu_table import Hardware
+from lazytune.backends.auto.memory import estimate
+from lazytune.backends.auto.sizing import facts_from_config
 from lazytune.errors import ConfigError, UnknownOptionError
-from lazytune.gpu_table import Hardware
-from lazytune.memory import estimate
-from lazytune.sizing import facts_from_config
 from tests.test_slurm_cluster import slurm_cluster as _cluster
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
@@ -269,7 +269,8 @@ slurm_cluster = _cluster  # the real test cluster's partition (tests/slurm/start
 def test_slurm_partition_gres_gives_the_gpu_count(tmp_path: Path, slurm_cluster: str) -> None:
     """The test cluster's nodes have untyped `gpu:2` gres: the count is read, the memory must be given."""
     import launchers
-    from lazytune.gpu_table import parse_gres, slurm_gres
+    from launchers.slurm import parse_gres
+    from launchers.slurm import partition_gres as slurm_gres
 
     assert parse_gres(slurm_gres(slurm_cluster)) == (None, 2)
     model = model_folder(tmp_path, "Qwen2.5-7B")

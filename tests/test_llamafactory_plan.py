@@ -17,9 +17,9 @@ import launchers
 import lazytune.backends.base
 from launchers import Launcher, Topology
 from lazytune import ConfigError, DataError, ModelNotFoundError, UnknownOptionError, finetune
-from lazytune.dataset_info import unique_names
+from lazytune.backends.llamafactory.dataset_info import unique_names
+from lazytune.backends.llamafactory.templates import FAMILIES, template_for
 from lazytune.plan import Plan
-from lazytune.templates import FAMILIES, template_for
 from tests.helpers import lf_data
 from tests.helpers.snapshots import check_snapshot as check_stored
 
@@ -248,15 +248,15 @@ def test_unknown_model_family_says_how_to_pass_template(tmp_path: Path) -> None:
 
 
 def test_family_templates_exist_in_lf_registry() -> None:
-    from lazytune.templates import known_templates
+    from lazytune.backends.llamafactory.templates import known_templates
 
     assert {t for _, t in FAMILIES} <= set(known_templates())
 
 
 def test_families_agree_with_lf_model_table(tmp_path: Path) -> None:
     """Our patterns give LF's own template for (nearly) every chat model LF knows by name."""
-    from lazytune.llamafactory_keys import lf_keys
-    from lazytune.templates import family_template
+    from lazytune.backends.llamafactory.keys import lf_keys
+    from lazytune.backends.llamafactory.templates import family_template
 
     table = lf_keys()["model_templates"]
     matched = {name: (family_template(name), t) for name, t in table.items() if family_template(name)}

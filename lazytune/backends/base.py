@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import launchers
 from launchers import Launcher
 
 from ..config import settings
 from ..data import is_url, resolve_data
 from ..errors import ConfigError, ModelNotFoundError, OptionsError, TargetExistsError
+from ..launching import FACTORIES, as_launcher, make_launcher
+from ..model import ModelFolder
 from ..options import OptionSpec, raise_problems
 from ..plan import Plan, Target
 from ..progress import read_trainer_log, summarize
@@ -176,43 +177,10 @@ def with_option_problems(error: ConfigError, spec: OptionSpec, kw: dict[str, Any
     return combine_problems(error, more)
 
 
-def as_launcher(launcher: Any) -> Launcher | None:
-    """A launcher object; LazyLLM's uncalled form (`launcher=launchers.empty`) is called with its defaults."""
-    if launcher is None or isinstance(launcher, Launcher):
-        return launcher
-    if launcher in launchers.FACTORIES or (isinstance(launcher, type) and issubclass(launcher, Launcher)):
-        return launcher()
-    if type(launcher).__module__.startswith("lazyllm."):
-        return from_lazyllm_launcher(launcher)
-    raise ConfigError(f"launcher must be a launchers.* object (e.g. launchers.local()), got {launcher!r}")
-
-
-def from_lazyllm_launcher(launcher: Any) -> Launcher:
-    """The lazytune launcher for a LazyLLM launcher object (what LazyLLM's TrainableModule passes a finetune
-    class): empty -> local, slurm -> slurm, with its GPUs, nodes, processes, partition and time limit. It always
-    waits (sync): TrainableModule reads the merged model's folder from the call's return value."""
-    kind = type(launcher).__name__
-    ngpus = getattr(launcher, "ngpus", None)
-    if kind == "EmptyLauncher":
-        return launchers.local(ngpus=1 if ngpus is None else int(ngpus))
-    if kind == "SlurmLauncher":
-        return launchers.slurm(partition=getattr(launcher, "partition", None), nnodes=getattr(launcher, "nnode", 1),
-                               nproc=getattr(launcher, "nproc", None), ngpus=0 if ngpus is None else int(ngpus),
-                               time=getattr(launcher, "timeout", None))  # fmt: skip
-    raise ConfigError(f"LazyLLM's {kind} has no lazytune equivalent: use LazyLLM's empty or slurm launcher, or a "
-                      "lazytune launcher (launchers.local(), launchers.slurm(...))")
-
-
 def default_launcher() -> Launcher:
     """A new launcher from LAZYTUNE_DEFAULT_LAUNCHER (created per trainer, never at import)."""
-    kind = settings().default_launcher
-    if kind in ("local", "empty"):
-        return launchers.local()
-    if kind == "slurm":
-        return launchers.slurm()
-    if kind == "remote":
-        return launchers.remote()
-    raise ConfigError(f"LAZYTUNE_DEFAULT_LAUNCHER={kind!r}: expected local, slurm or remote")
+    return make_launcher()
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
@@ -229,7 +197,7 @@ class Finetune(abc.ABC):
     def __init__(self, base_model: str | os.PathLike, target_path: str | os.PathLike,
                  merge_path: str | os.PathLike | None = None, launcher: Launcher | None = None,
                  overwrite: bool = False, **kw: Any):
-        if isinstance(merge_path, Launcher) or merge_path in launchers.FACTORIES:
+        if isinstance(merge_path, Launcher) or merge_path in FACTORIES:
             if launcher is not None:
                 raise ConfigError("a launcher was given twice (the third positional argument is merge_path)")
             merge_path, launcher = None, merge_path  # `finetune.x(base, target, launchers.local())`: unambiguous
@@ -238,18 +206,22 @@ class Finetune(abc.ABC):
             raise ConfigError(f"overwrite must be True or False, got {overwrite!r}")
         self.overwrite = overwrite
         self._launcher = launcher
-        self.notes: list[str] = []  # plan notes decided at construction (e.g. trust_remote_code)
+        self.given = frozenset(kw)  # the keywords the user passed (as opposed to defaults filled in)
         try:
             self.base_model = self.resolve_base(base_model)
             self.target = resolve_target(target_path, merge_path)
         except ConfigError as exc:  # report the keyword problems with it: one error lists everything
             raise with_option_problems(exc, self.option_spec(), kw) from None
+        # config.json and the rest, read once for every check and plan (finetune.auto hands over the one it read)
+        same = isinstance(base_model, ModelFolder) and base_model.path == self.base_model
+        self.model = base_model if same else ModelFolder.read(self.base_model)
         try:
-            self.options = self.validate_options(kw)
+            options = self.validate_options(kw)
         except ConfigError as exc:
             data = kw.get("data_path")
             raise combine_problems(exc, data_problems(data) if isinstance(data, (str, os.PathLike)) else []) from None
-        self.apply_remote_code()
+        # plan notes decided here, once (e.g. trust_remote_code)
+        self.options, self.notes = self.remote_code_options(options)
 
     # -- what a backend provides -----------------------------------------------------------------------------
     @classmethod
@@ -266,24 +238,26 @@ class Finetune(abc.ABC):
         return resolve_model(base_model, self.needs_model_config)
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
-        """Validated options with defaults filled in. Backends add cross-checks by overriding."""
+        """Validated options with defaults filled in: everything a backend resolves from the keywords is in the
+        returned dict (no attributes set here). Backends add cross-checks by overriding."""
         return self.option_spec().resolve(kw)
 
-    def apply_remote_code(self) -> None:
-        """`trust_remote_code` from the model folder (see lazytune.remote_code): set when the model ships its own
-        code and the option was not given, a plan note saying so; False on such a model is refused here."""
+    def remote_code_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """(`options` with `trust_remote_code` decided from the model folder, plan notes saying so); see
+        lazytune.remote_code. Set when the model ships its own code and the option was not given; False on such a
+        model is refused here. Backends without the option get `options` unchanged."""
         if "trust_remote_code" not in self.option_spec():
-            return
-        value, note, problem = decide_trust_remote_code(self.base_model, self.options.get("trust_remote_code"))
+            return options, []
+        value, note, problem = decide_trust_remote_code(self.model, options.get("trust_remote_code"))
         raise_problems(self.name, [problem] if problem else [])
         if value is not None:
-            self.options["trust_remote_code"] = value
-        if note:
-            self.notes.append(note)
+            options = {**options, "trust_remote_code": value}
+        return options, [note] if note else []
 
     @abc.abstractmethod
     def build(self, plan: Plan) -> None:
-        """Fill `plan.files`, `plan.steps` and `plan.result`."""
+        """Fill `plan.files`, `plan.steps` and `plan.result` (and notes). `plan.options` is read-only here: adapt
+        a copy."""
 
     def check_outputs(self, plan: Plan) -> list[str]:
         """Problems with the outputs after a successful job (empty list: all there). Never just True."""

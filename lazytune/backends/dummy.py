@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,16 @@ def _blank(data: DataArg) -> bool:
         return not data.strip()
     return isinstance(data, (list, tuple)) and all(isinstance(d, str) and not d.strip() for d in data)
 
+def _unused_message(spec: OptionSpec, keys: Iterable[str]) -> str:
+    """The warning (and plan note) about keywords the dummy records but does not use."""
+    hints = []
+    for key in keys:
+        close = spec.suggestions(key)
+        hints.append(f"{key!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    return (f"finetune.dummy does not use {', '.join(hints)}: recorded in the run's options, not used (strict=True "
+            "refuses unknown keywords)")
+
+
 DUMMY_OPTIONS = OptionSpec("dummy", [
     Option("num_train_epochs", int, 1, "epochs", aliases=("num_epochs",), minimum=1),
     Option("steps_per_epoch", int, 3, "fake optimizer steps per epoch", minimum=1),
@@ -65,7 +76,6 @@ class DummyFinetune(Finetune):
         if not isinstance(strict, bool):
             raise ConfigError(f"strict must be True or False, got {strict!r}")
         self.strict = strict
-        self.extra: dict[str, Any] = {}  # keywords the dummy does not use, as given (JSON-safe)
         super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
     @classmethod
@@ -74,32 +84,25 @@ class DummyFinetune(Finetune):
 
     def resolve_base(self, base_model: str | os.PathLike) -> Path:
         """An existing folder is used (its config/tokenizer files are copied into the merge); any other name is
-        kept as given, as LazyLLM's dummy does (strict=True: the folder must exist)."""
+        kept as given, as LazyLLM's dummy does (strict=True: the folder must exist; the plan notes it)."""
         try:
             return resolve_model(base_model, need_config=False)
         except ModelNotFoundError:
             if self.strict or not isinstance(base_model, (str, os.PathLike)) or not str(base_model).strip():
                 raise
-        self.notes.append(f"base model {str(base_model)!r} is not a folder here: the dummy runs without it "
-                          "(nothing is copied into the merge folder)")
         return Path(base_model).expanduser()
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
+        """Its own options, checked; unless strict, any other keyword too, kept as given (JSON-safe) and warned
+        about once, here."""
         spec = self.option_spec()
         if self.strict:
             return spec.resolve(kw)
-        self.extra = {k: _jsonable(v) for k, v in kw.items() if k not in spec}
+        extra = {k: _jsonable(v) for k, v in kw.items() if k not in spec}
         options = spec.resolve({k: v for k, v in kw.items() if k in spec})
-        if self.extra:
-            hints = []
-            for key in self.extra:
-                close = spec.suggestions(key)
-                hints.append(f"{key!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
-            message = (f"finetune.dummy does not use {', '.join(hints)}: recorded in the run's options, "
-                       "not used (strict=True refuses unknown keywords)")
-            warnings.warn(message, DummyKeywordsWarning, stacklevel=3)
-            self.notes.append(message)
-        return {**options, **self.extra}
+        if extra:
+            warnings.warn(_unused_message(spec, extra), DummyKeywordsWarning, stacklevel=3)
+        return {**options, **extra}
 
     def eval_files(self, valset: DataArg) -> list[Path]:
         """LazyLLM's dummy takes a valset too: its files are checked and recorded (strict=True: refused)."""
@@ -120,6 +123,12 @@ class DummyFinetune(Finetune):
 
     def build(self, plan: Plan) -> None:
         o: dict[str, Any] = plan.options
+        if not plan.base_model.is_dir():
+            plan.notes.append(f"base model {str(plan.base_model)!r} is not a folder here: the dummy runs without it "
+                              "(nothing is copied into the merge folder)")
+        extra = [k for k in o if k not in self.option_spec()]
+        if extra:
+            plan.notes.append(_unused_message(self.option_spec(), extra))
         py = self.python()
         config = plan.run_dir / "dummy_config.json"
         plan.files.append(FileSpec(config, json.dumps(o, indent=2, sort_keys=True) + "\n"))

@@ -64,13 +64,16 @@ class LazyllmMachine:
 
 
 def fake_bin(folder: Path, gpus: int, slurm: bool = False) -> Path:
-    """nvidia-smi listing `gpus` idle H100s; with `slurm`, sbatch/scontrol/squeue that only exist (never called)."""
+    """nvidia-smi listing `gpus` idle H100s; with `slurm`, sbatch/scontrol/squeue that only exist (never called to
+    run anything; `scontrol ping` answers UP, so that `launchers.remote()` takes the controller as up)."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = "".join(f"echo '{i}, GPU-fake-{i}, NVIDIA H100 80GB HBM3, 81559, 1, 81558'\n" for i in range(gpus))
     (folder / "nvidia-smi").write_text("#!/bin/sh\n" + lines)
     names = ("sbatch", "scontrol", "squeue", "scancel") if slurm else ()
     for name in names:
-        (folder / name).write_text("#!/bin/sh\necho 'not for running' >&2\nexit 1\n")
+        ping = 'if [ "$1" = ping ]; then echo "Slurmctld(primary) at fake is UP"; exit 0; fi\n'
+        ping = ping if name == "scontrol" else ""
+        (folder / name).write_text(f"#!/bin/sh\n{ping}echo 'not for running' >&2\nexit 1\n")
     for p in folder.iterdir():
         p.chmod(0o755)
     return folder
