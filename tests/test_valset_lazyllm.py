@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import launchers
-from lazytune import ConfigError, DataError, finetune
+from lazytune import ConfigError, DataError, OptionsError, finetune
 from tests.helpers.alpaca import alpaca_records, write_alpaca
 
 
@@ -31,6 +31,16 @@ def test_alpacalora_valset_goes_to_the_trainer(tiny_folder_model: Path, alpaca_f
     assert train[train.index("--val-data") + 1] == str(val_file(tmp_path).resolve())
     assert plan.to_dict()["eval_data"] == [str(val_file(tmp_path).resolve())]
     assert any("val_set_size is not used" in n for n in plan.notes)
+
+
+def test_alpacalora_valset_checks_save_and_eval_steps(tiny_folder_model: Path, alpaca_file: Path,
+                                                       tmp_path: Path) -> None:
+    """load_best_model_at_end picks a checkpoint by its eval loss: with a valset too, before anything starts."""
+    trainer = finetune.alpacalora(tiny_folder_model, tmp_path / "o", launcher=cpu(), batch_size=4, micro_batch_size=2,
+                                  val_set_size=0, save_steps=3, eval_steps=2)  # fmt: skip
+    trainer.plan(alpaca_file)  # no evaluation: nothing to check
+    with pytest.raises(OptionsError, match=r"save_steps \(3\) to be a multiple of eval_steps \(2\)"):
+        trainer.plan(alpaca_file, val_file(tmp_path))
 
 
 def test_alpacalora_bad_valset_names_file_and_line(tiny_folder_model: Path, alpaca_file: Path, tmp_path: Path):

@@ -184,6 +184,12 @@ class AlpacaloraFinetune(Finetune):
             problems.append("deepspeed needs GPUs; this launcher runs on CPU: leave deepspeed unset")
         if o["resume_from_checkpoint"] and not any(p.is_dir() for p in plan.target.lora.glob("checkpoint-*")):
             problems.append(f"resume_from_checkpoint=True but {plan.target.lora} has no checkpoint-N folder")
+        uneven = o["load_best_model_at_end"] and o["save_steps"] % o["eval_steps"]
+        if plan.eval_data and not o["val_set_size"] and uneven:
+            # validate_options checks this for a val_set_size split; here for evaluation data of its own
+            problems.append(f"load_best_model_at_end=True needs save_steps ({o['save_steps']}) to be a multiple of "
+                            f"eval_steps ({o['eval_steps']}) with evaluation data: change them or pass "
+                            "load_best_model_at_end=False")  # fmt: skip
         raise_problems(self.name, problems)
         records = check_records(plan.data)
         if plan.eval_data:
