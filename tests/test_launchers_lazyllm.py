@@ -100,3 +100,15 @@ def test_lazyllm_launcher_objects_become_lazytunes(tiny_folder_model: Path, tmp_
     assert (r.partition, r.nnodes, r.ntasks_per_node, r.ngpus, r.time) == ("pat_rd", 2, 4, 4, "60")
     with pytest.raises(ConfigError, match="ScoLauncher has no lazytune equivalent"):
         finetune.dummy(tiny_folder_model, tmp_path / "c", launcher=_lazyllm_launcher("ScoLauncher"))
+
+
+def test_by_name_is_the_one_resolver_and_takes_lazyllm_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """launchers.slurm / local / remote are by_name under a fixed name: LazyLLM's forms work through it too."""
+    r = launchers.by_name("slurm", "pat_rd", 2, nproc=4, timeout=30).resources
+    assert (r.partition, r.nnodes, r.ntasks_per_node, r.time) == ("pat_rd", 2, 4, "30")
+    assert isinstance(launchers.by_name("empty", subprocess=True, ngpus=None), launchers.LocalLauncher)
+    with pytest.raises(LauncherArgumentError, match="SenseCore"):
+        launchers.by_name("sco")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no sbatch here
+    assert isinstance(launchers.remote("local"), launchers.LocalLauncher)  # a launcher name, not a partition
+    assert isinstance(launchers.by_name("remote", "pat_rd", nnode=1), launchers.LocalLauncher)
