@@ -36,6 +36,11 @@ def _controller_problem() -> str | None:
     return controller_problem()
 
 
+def is_name(value: Any) -> bool:
+    """Whether `value` is a launcher name (`remote("local")` names the launcher; another string is a partition)."""
+    return isinstance(value, str) and value.strip().lower() in (*CLUSTER_NAMES, *LOCAL_NAMES)
+
+
 def check_name(name: str | None, source: str = "launcher=") -> str:
     """The launcher name, normalised ('auto' when None); ValueError naming the known ones otherwise."""
     name = (name or "auto").strip().lower()

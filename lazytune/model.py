@@ -164,6 +164,13 @@ class ModelFolder:
             self._tokenizer["json"] = _read_json(self.path / "tokenizer.json")[0]
         return self._tokenizer["json"]
 
+    @property
+    def tokenizer_config(self) -> dict[str, Any]:
+        """tokenizer_config.json parsed ({} when there is none or it cannot be read); read on first use, then kept."""
+        if "config" not in self._tokenizer:
+            self._tokenizer["config"] = _read_json(self.path / "tokenizer_config.json")[0]
+        return self._tokenizer["config"]
+
     def tokenizer_tokens(self) -> tuple[dict[str, int], dict[str, int]] | None:
         """(vocab, added tokens) of tokenizer.json as token -> id; None without a readable tokenizer.json."""
         tok = self.tokenizer

@@ -198,6 +198,7 @@ def test_plan_argv_and_rendered_config(tmp_path: Path, gpus, alpaca_file: Path) 
         "trainer_log": str(lora / "trainer_log.jsonl"),
         "prompt_template": template,
         "learning_rate": 1e-4,
+        "trust_remote_code": False,  # a llama folder without auto_map (internlm2's: tests/test_remote_code.py)
         "collie": {
             "dp_size": 8, "pp_size": 1, "tp_size": 1, "train_epochs": 3, "train_micro_batch_size": 4,
             "gradient_accumulation_steps": 2, "seed": 42,

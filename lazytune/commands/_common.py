@@ -15,11 +15,11 @@ import yaml
 
 import launchers
 from lazytune import finetune, launching
-from lazytune.backends.base import Finetune
+from lazytune.backends.base import Finetune, combine_problems, data_problems
 from lazytune.config import settings
 from lazytune.errors import ConfigError
 
-TRAINERS = tuple(finetune.__all__)
+TRAINERS = tuple(n for n in finetune.__all__ if n.islower())  # not LazyLLM's class-name aliases
 LAUNCHERS = ("local", "slurm", "remote")
 #: keys a config file may hold besides the backend's options (the other arguments of finetune.<backend>(...))
 ARGUMENT_KEYS = ("base_model", "target_path", "merge_path", "overwrite", "data")
@@ -140,10 +140,15 @@ def make_trainer(args: argparse.Namespace, stream: bool = False) -> tuple[Finetu
     if missing:
         raise ConfigError(f"missing {' and '.join(missing)} (or base_model/target_path in the -c config)")
     base, target = kw.pop("base_model"), kw.pop("target_path")
+    if args.backend == "dummy":  # on the command line a typo is an error (the Python API is LazyLLM's lenient one)
+        kw.setdefault("strict", True)
     flags = ("launcher", "ngpus", "nproc", "nnodes", "partition")
     # finetune.auto chooses the number of GPUs itself unless a launcher flag fixes it
     chosen_by_auto = args.backend == "auto" and all(getattr(args, f, None) is None for f in flags)
-    trainer = cls(base, target, launcher=None if chosen_by_auto else make_launcher(args, stream), **kw)
+    try:
+        trainer = cls(base, target, launcher=None if chosen_by_auto else make_launcher(args, stream), **kw)
+    except ConfigError as exc:  # list the data's problems with it: one error names everything to fix
+        raise combine_problems(exc, data_problems(data) if data else []) from None
     return trainer, data
 
 

@@ -93,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-steps", type=int, default=200)
     ap.add_argument("--save-total-limit", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--val-data", nargs="+", default=None,
+                    help="evaluation records from these files (instead of a val_set_size split of --data)")
+    ap.add_argument("--trust-remote-code", type=boolean, default=False,
+                    help="load the model's own code (config.json auto_map: InternLM2, ChatGLM, Baichuan, ...)")
     ap.add_argument("--run-name", default="LLM")
     ap.add_argument("--data-only", action="store_true",
                     help="tokenize, check and write train_data_stats.json, then exit without loading the model")
@@ -278,13 +282,19 @@ def train(args: argparse.Namespace) -> None:
     import torch
     import transformers as tf
 
-    tokenizer = tf.AutoTokenizer.from_pretrained(args.base_model)
+    tokenizer = tf.AutoTokenizer.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code)
     if tokenizer.eos_token_id is None:
         raise TrainError(f"the tokenizer of {args.base_model} has no eos token: responses could never end")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     samples, stats = tokenize_all(args, tokenizer, template)
-    train_set, val_set = split(samples, args.val_set_size, args.seed)
+    if args.val_data:  # evaluation data of its own: nothing is split off the training data
+        val_set, _ = tokenize_all(argparse.Namespace(**{**vars(args), "data": args.val_data}), tokenizer, template)
+        train_set = samples
+        for s in val_set:
+            del s["n_prompt"]
+    else:
+        train_set, val_set = split(samples, args.val_set_size, args.seed)
     info = describe_data(tokenizer, train_set, val_set, stats, args)
     if rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -308,7 +318,7 @@ def train(args: argparse.Namespace) -> None:
     load: dict = {"dtype": dtype, "low_cpu_mem_usage": True}  # transformers 4.x: no full fp32 copy in host RAM
     if cuda and not args.deepspeed:  # each rank loads straight onto its own GPU (not N full copies in host RAM)
         load["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, **load)
+    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code, **load)
     model.config.use_cache = False
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

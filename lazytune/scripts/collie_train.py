@@ -132,7 +132,9 @@ def main() -> int:
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=True)
+    # finetune.collie decides trust_remote_code from the model folder (config.json auto_map); older configs lack it
+    remote_code = bool(cfg.get("trust_remote_code", True))
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     examples = build_examples(records, cfg["prompt_template"], tokenizer.eos_token)
@@ -140,7 +142,7 @@ def main() -> int:
     from collie import Callback, CollieConfig, CollieDatasetForTraining, CollieModelForCausalLM, Trainer, env
     from peft import LoraConfig, TaskType
 
-    config = CollieConfig.from_pretrained(str(base), trust_remote_code=True)
+    config = CollieConfig.from_pretrained(str(base), trust_remote_code=remote_code)
     for key, value in parallel.items():
         setattr(config, key, value)
     config.use_flash = False  # flash-attn is not part of the environment

@@ -43,7 +43,8 @@ def copy_matching(base: Path, patterns: list[str], out: Path) -> list[str]:
     return copied
 
 
-def merge(base: Path, adapter: Path, out: Path, dtype_name: str, device: str = "cpu") -> None:
+def merge(base: Path, adapter: Path, out: Path, dtype_name: str, device: str = "cpu",
+          trust_remote_code: bool = False) -> None:
     import torch
     import transformers
     from peft import PeftModel
@@ -53,9 +54,11 @@ def merge(base: Path, adapter: Path, out: Path, dtype_name: str, device: str = "
     # transformers < 4.56 (e.g. CoLLiE's 4.40) only knows `torch_dtype`; 5.x renamed it `dtype`.
     version = tuple(int(p) for p in transformers.__version__.split(".")[:2] if p.isdigit())
     dtype_kw = "dtype" if version >= (4, 56) else "torch_dtype"
-    # device_map puts the weights where they are merged as they load (no second copy); "cpu" never touches a GPU
+    # device_map puts the weights where they are merged as they load (no second copy); "cpu" never touches a GPU.
+    # A model with its own code (auto_map) loads only with trust_remote_code; save_pretrained then copies its .py
+    # files into the merged folder, so the result loads the same way.
     model = AutoModelForCausalLM.from_pretrained(base, **{dtype_kw: dtype}, low_cpu_mem_usage=True,
-                                                 device_map={"": device})  # fmt: skip
+                                                 device_map={"": device}, trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(model, adapter, torch_device=device)
     merged = model.merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True, max_shard_size="5GB")
@@ -72,6 +75,8 @@ def main() -> int:
     ap.add_argument("--dtype", choices=DTYPES, default="auto", help="dtype to merge and save in (auto: the base's)")
     ap.add_argument("--device", default="cpu", help="where to merge: cpu (default: any size, no GPU memory) or "
                     "cuda:N (faster, needs the whole model in that GPU's memory)")
+    ap.add_argument("--trust-remote-code", action="store_true",
+                    help="load the base model's own code (config.json auto_map)")
     args = ap.parse_args()
 
     base, adapter, out = Path(args.base), Path(args.adapter), Path(args.output)
@@ -87,7 +92,7 @@ def main() -> int:
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     partial.mkdir(parents=True)
     try:
-        merge(base, adapter, partial, args.dtype, args.device)
+        merge(base, adapter, partial, args.dtype, args.device, args.trust_remote_code)
         copied = copy_matching(base, patterns, partial)
         if out.exists():
             shutil.rmtree(out)

@@ -16,6 +16,7 @@ from typing import Any
 
 from launchers import Launcher, Step
 
+from ...data import resolve_data
 from ...errors import ConfigError
 from ...model import TOKENIZER_FILES
 from ...options import Option, OptionSpec, raise_problems
@@ -63,6 +64,8 @@ ALPACALORA_OPTIONS = OptionSpec("alpacalora", [
     Option("eval_steps", int, 200, "evaluate every N steps (when val_set_size > 0)", minimum=1),
     Option("save_total_limit", int, 3, "checkpoints kept", minimum=1),
     Option("seed", int, 42, "random seed (validation split, shuffling, LoRA init)"),
+    Option("trust_remote_code", bool, None, "load the model's own code (default: True when config.json has auto_map "
+           "or the architecture needs it; False refuses such a model)"),
 ])  # fmt: skip
 
 _SAFE_NAME = re.compile(r"^[\w.+-]+$")
@@ -151,12 +154,21 @@ class AlpacaloraFinetune(Finetune):
         raise_problems(self.name, problems)
         return o
 
-    def plan(self, data: DataArg = None) -> Plan:
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
         """Like Finetune.plan; `data` may also come from the `data_path` option (not both)."""
         given = self.options.get("data_path")
         if data is not None and given is not None:
             raise ConfigError(f"finetune.alpacalora: data given twice (data_path={given!r} and {data!r}); pass one")
-        return super().plan(data if data is not None else given)
+        return super().plan(data if data is not None else given, valset)
+
+    def eval_files(self, valset: DataArg) -> list[Path]:
+        """LazyLLM's `trainer(trainset, valset)`: evaluation records from their own file(s) instead of a
+        `val_set_size` split of the training data."""
+        if valset is None:
+            return []
+        files = resolve_data(valset)
+        check_records(files)
+        return files
 
     def required_packages(self, plan: Plan) -> dict[str, str]:
         return {"deepspeed": "deepspeed=... (DeepSpeed)"} if plan.options.get("deepspeed") else {}
@@ -178,9 +190,18 @@ class AlpacaloraFinetune(Finetune):
             problems.append("deepspeed needs GPUs; this launcher runs on CPU: leave deepspeed unset")
         if o["resume_from_checkpoint"] and not any(p.is_dir() for p in plan.target.lora.glob("checkpoint-*")):
             problems.append(f"resume_from_checkpoint=True but {plan.target.lora} has no checkpoint-N folder")
+        uneven = o["load_best_model_at_end"] and o["save_steps"] % o["eval_steps"]
+        if plan.eval_data and not o["val_set_size"] and uneven:
+            # validate_options checks this for a val_set_size split; here for evaluation data of its own
+            problems.append(f"load_best_model_at_end=True needs save_steps ({o['save_steps']}) to be a multiple of "
+                            f"eval_steps ({o['eval_steps']}) with evaluation data: change them or pass "
+                            "load_best_model_at_end=False")  # fmt: skip
         raise_problems(self.name, problems)
         records = check_records(plan.data)
-        if o["val_set_size"] >= records:
+        if plan.eval_data:
+            plan.notes.append(f"evaluation data: {', '.join(p.name for p in plan.eval_data)} (val_set_size is not "
+                              "used: nothing is split off the training data)")
+        elif o["val_set_size"] >= records:
             raise_problems(self.name, [f"val_set_size={o['val_set_size']} leaves no training data: the data has "
                                        f"{records} records; lower val_set_size (0 disables evaluation)"])
         plan.notes.append(f"{records} records; gradient accumulation "
@@ -199,6 +220,10 @@ class AlpacaloraFinetune(Finetune):
             train += [f"--{key.replace('_', '-')}", str(o[key]).lower() if isinstance(o[key], bool) else str(o[key])]
         if o.get("modules_to_save"):
             train += ["--modules-to-save", ",".join(o["modules_to_save"])]
+        if o.get("trust_remote_code"):
+            train += ["--trust-remote-code", "true"]
+        if plan.eval_data:
+            train += ["--val-data", *map(str, plan.eval_data)]
         if o.get("deepspeed"):
             train += ["--deepspeed", str(o["deepspeed"])]
         precision = gpu_precision(plan.topology, "finetune.alpacalora", required=False)
@@ -211,6 +236,8 @@ class AlpacaloraFinetune(Finetune):
         merge = [py, script("merge_lora.py"), "--base", str(plan.base_model), "--adapter", str(plan.target.lora),
                  "--output", str(plan.target.merge)]  # fmt: skip
         merge += [f"--cp-files={p}" for p in self.cp_files] or ["--cp-files="]
+        if o.get("trust_remote_code"):
+            merge.append("--trust-remote-code")
         env = {"MASTER_PORT": str(o["nccl_port"])} if o.get("nccl_port") else {}
         plan.steps += [
             # DeepSpeed needs torchrun's distributed environment even for one process (else the Trainer tries MPI)

@@ -26,7 +26,8 @@ from ...launching import LOCAL_NAMES, make_launcher
 from ...model import ModelFolder
 from ...options import Option, OptionSpec
 from ...plan import Plan
-from ..base import DataArg, Finetune, resolve_model
+from ..base import DataArg, Finetune, as_launcher, combine_problems, resolve_model
+from ..flagembedding.args import OPTION_SPECS
 from .backends import DRIVEN, Keys, backend_class, choose_backend, deepspeed_config, zero_stage
 from .decide import Decision, Request, decide
 from .gpu_table import _ram_gb, hardware
@@ -65,14 +66,26 @@ class AutoFinetune:
                  merge_path: str | os.PathLike | None = None, ctx_len: int = 1024, batch_size: int = 32,
                  lora_r: int = 8, launcher: Launcher | None = None, *, gpu_type: str | None = None,
                  gpu_memory_gb: float | None = None, ngpus: int | None = None, backend: str | None = None,
-                 allow_quantization: bool = True, kind: str | None = None, overwrite: bool = False, **kw: Any):
+                 allow_quantization: bool = True, kind: str | None = None, overwrite: bool = False,
+                 source: str | None = None, model_type: str | None = None, **kw: Any):
+        if isinstance(merge_path, str) and merge_path.strip().lower() in HUB_SOURCES and source is None:
+            source, merge_path = merge_path, None  # LazyLLM's third positional argument is `source`
+        kind = _lazyllm_model_type(model_type, kind)
+        launcher = as_launcher(launcher)
         for label, value in (("ctx_len", ctx_len), ("batch_size", batch_size), ("lora_r", lora_r)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{label} must be a whole number >= 1, got {value!r}")
         if kind not in (None, "causal", "vlm", "embed", "rerank"):
             raise ConfigError(f"kind must be 'causal', 'vlm', 'embed' or 'rerank', got {kind!r}")
         self._notes: list[str] = []
-        model = ModelFolder.read(resolve_model(base_model, need_config=False))  # read once, shared with the trainer
+        try:
+            path = resolve_model(base_model, need_config=False)
+        except ConfigError as exc:  # with the keywords no backend knows: one error lists everything
+            raise combine_problems(exc, unknown_anywhere(kw)) from None
+        model = ModelFolder.read(path)  # read once, shared with the trainer
+        if source is not None:
+            self._notes.append(f"source={source!r} ignored: lazytune never downloads a model, it trains the local "
+                               f"folder {model}")
         facts = model_facts(model)
         self.facts = replace(facts, kind=kind) if kind else facts
         self.backend, why_backend = choose_backend(self.facts, backend)
@@ -90,7 +103,7 @@ class AutoFinetune:
         if self.backend == "flagembedding" and "model_kind" not in kw:
             chosen["model_kind"] = self.facts.kind
         self.chosen = chosen
-        self.trainer: Finetune = cls(model, target_path, merge_path, launcher=launcher or self._launcher(),
+        self.trainer: Finetune = cls(model, target_path, merge_path=merge_path, launcher=launcher or self._launcher(),
                                      overwrite=overwrite, **kw, **chosen)  # fmt: skip
 
     # -- deciding --------------------------------------------------------------------------------------------------
@@ -125,10 +138,19 @@ class AutoFinetune:
         if self.backend == "flagembedding":
             group = int(given.get("train_group_size") or 8)  # FlagEmbedding's default group size
             sequences = group + (1 if self.facts.kind == "embed" else 0)
-            if self.facts.max_positions and ctx_len > self.facts.max_positions:
-                self._notes.append(f"ctx_len {ctx_len} > the model's {self.facts.max_positions} positions: "
-                                   f"passages are cut at {self.facts.max_positions}")
-                ctx_len = self.facts.max_positions
+            room = self.facts.max_positions
+            if room and self.facts.kind == "rerank":
+                # a reranker reads query + passage as ONE sequence: the passage gets what the query leaves
+                query = _whole(given.get("query_max_len")) or OPTION_SPECS["rerank"].options["query_max_len"].default
+                room = max(1, room - query)
+                if ctx_len > room:
+                    self._notes.append(f"ctx_len {ctx_len} > the {room} positions left after the query: "
+                                       f"query_max_len {query} + passage_max_len {room} = the model's "
+                                       f"{self.facts.max_positions} positions")
+                    ctx_len = room
+            elif room and ctx_len > room:
+                self._notes.append(f"ctx_len {ctx_len} > the model's {room} positions: passages are cut at {room}")
+                ctx_len = room
         ctx = _whole(given.get(keys.ctx_len)) or ctx_len
         if self.backend == "alpacalora" and method == "qlora":
             raise ConfigError("alpacalora has no quantization: use backend='llamafactory' for QLoRA")
@@ -212,17 +234,17 @@ class AutoFinetune:
         passed = ", ".join(f"{k}={_short(v)}" for k, v in self.chosen.items())
         return f"finetune.auto -> finetune.{self.backend}({passed})\n{self.decision.explain()}"
 
-    def plan(self, data: DataArg = None) -> Plan:
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
         """The chosen backend's plan, with the explanation in its notes."""
-        plan = self.trainer.plan(data)
+        plan = self.trainer.plan(data, valset)
         plan.notes += [f"auto: {line}" for line in self.explain().splitlines()]
         return plan
 
-    def start(self, data: DataArg = None, plan: Plan | None = None) -> Any:
-        return self.trainer.start(data, plan=plan or self.plan(data))
+    def start(self, data: DataArg = None, plan: Plan | None = None, valset: DataArg = None) -> Any:
+        return self.trainer.start(data, plan=plan or self.plan(data, valset))
 
-    def __call__(self, data: DataArg = None) -> Any:
-        run = self.start(data)
+    def __call__(self, data: DataArg = None, valset: DataArg = None) -> Any:
+        run = self.start(data, valset=valset)
         return run.wait() if self.trainer.launcher.sync else run
 
     @property
@@ -243,6 +265,44 @@ class AutoFinetune:
 
     def __repr__(self) -> str:
         return f"finetune.auto -> {self.trainer!r}"
+
+
+#: LazyLLM's model hubs (`finetune.auto(base, target, source)`): accepted, never used (nothing is downloaded).
+HUB_SOURCES = ("huggingface", "modelscope", "hf", "ms", "local")
+#: LazyLLM's model_type names -> auto's `kind`; None: LazyLLM refuses to fine-tune them too.
+LAZYLLM_MODEL_TYPES: dict[str, str | None] = {
+    "llm": "causal", "vlm": "vlm", "embed": "embed", "rerank": "rerank", "reranker": "rerank",
+    "tts": None, "stt": None, "sd": None, "ocr": None, "cross_modal_embed": None,
+}  # fmt: skip
+
+
+def _lazyllm_model_type(model_type: str | None, kind: str | None) -> str | None:
+    """auto's `kind` for LazyLLM's `model_type=` keyword (both given: they must agree)."""
+    if model_type is None:
+        return kind
+    key = str(model_type).strip().lower()
+    if key not in LAZYLLM_MODEL_TYPES:
+        known = ", ".join(repr(k) for k in LAZYLLM_MODEL_TYPES)
+        raise ConfigError(f"model_type={model_type!r}: expected one of {known} (LazyLLM's names), or kind=")
+    mapped = LAZYLLM_MODEL_TYPES[key]
+    if mapped is None:
+        raise ConfigError(f"model_type={model_type!r}: fine-tuning {key} models is not supported (nor in LazyLLM)")
+    if kind is not None and kind != mapped:
+        raise ConfigError(f"model_type={model_type!r} means kind={mapped!r}, but kind={kind!r} was given")
+    return mapped
+
+
+def unknown_anywhere(kw: dict[str, Any]) -> list[str]:
+    """Keywords neither auto nor any backend it may choose knows, each with a did-you-mean."""
+    specs = [AutoFinetune.option_spec(), *(backend_class(b).option_spec() for b in DRIVEN)]
+    problems = []
+    for key in kw:
+        if any(key in spec for spec in specs):
+            continue
+        close = sorted({c for spec in specs for c in spec.suggestions(key)}, key=lambda c: (len(c), c))[:3]
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        problems.append(f"unknown option {key!r} for auto (no backend takes it){hint}")
+    return problems
 
 
 def _whole(value: Any) -> int | None:

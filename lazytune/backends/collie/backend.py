@@ -62,6 +62,8 @@ COLLIE_OPTIONS = OptionSpec("collie", [
     Option("lora_target_modules", list, None, "modules that get LoRA (default: by model type, see MODEL_DEFAULTS)"),
     Option("modules_to_save", list, None, "modules trained and saved in full (default: by model type)"),
     Option("prompt_template_name", str, "alpaca", "prompt template: a name in lazytune/scripts/templates or a .json"),
+    Option("trust_remote_code", bool, None, "load the model's own code (default: True when config.json has auto_map "
+           "or the architecture needs it, e.g. internlm2, chatglm; False refuses such a model)"),
 ])  # fmt: skip
 
 
@@ -137,11 +139,11 @@ class CollieFinetune(Finetune):
             )
         return model_type
 
-    def plan(self, data: DataArg = None) -> Plan:
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
         """As `Finetune.plan`; `data_path` is used when no data is passed. Refused when the launcher has no GPU."""
         if data is None and self.options.get("data_path"):
             data = self.options["data_path"]
-        return super().plan(data)
+        return super().plan(data, valset)
 
     def check_topology(self, plan: Plan) -> None:
         """CoLLiE needs one NVIDIA GPU per process, and dp x pp x tp processes in all."""
@@ -181,6 +183,7 @@ class CollieFinetune(Finetune):
             "trainer_log": str(plan.target.lora / "trainer_log.jsonl"),
             "prompt_template": load_template(find_template(o["prompt_template_name"])),
             "learning_rate": o["learning_rate"],
+            "trust_remote_code": bool(o.get("trust_remote_code")),
             "collie": {  # CollieConfig fields
                 "dp_size": o["dp_size"],
                 "pp_size": o["pp_size"],
@@ -213,6 +216,8 @@ class CollieFinetune(Finetune):
             py, script("merge_lora.py"), "--base", str(plan.base_model), "--adapter", str(plan.target.lora),
             "--output", str(plan.target.merge), "--cp-files", self.cp_files,
         ]  # fmt: skip
+        if plan.options.get("trust_remote_code"):
+            merge.append("--trust-remote-code")
         from ...envs import environment_for
 
         env = environment_for(self.env_name)

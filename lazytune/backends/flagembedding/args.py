@@ -93,6 +93,8 @@ def _options(kind: str, lr: float, max_len: int) -> list[Option]:
         Option("bf16", bool, None, "bf16 mixed precision"),
         Option("gradient_checkpointing", bool, True, "recompute activations to save memory"),
         Option("seed", int, None, "random seed (FlagEmbedding's default: 42)"),
+        Option("trust_remote_code", bool, None, "load the model's own code (default: True when config.json has "
+               "auto_map; False refuses such a model)"),
         Option("report_to", str, "none", "experiment tracker (none, tensorboard, wandb, ...)"),
         Option("validate_data", bool, True, "check every record of the data before starting (False: the first 20)",
                aliases=("validate",)),

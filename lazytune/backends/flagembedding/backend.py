@@ -13,11 +13,12 @@ every backend: the deployable model is always in lazyllm_merge.)
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 from typing import Any
 
-from launchers import Step
+from launchers import Launcher, Step
 
 from ...errors import ConfigError, OptionsError
 from ...options import OptionSpec
@@ -60,6 +61,16 @@ class FlagembeddingFinetune(Finetune):
     name = "flagembedding"
     env_name = "flagembedding"
     version_packages = ("flagembedding", "torch", "transformers", "deepspeed")
+
+    def __init__(self, base_model: str | os.PathLike, target_path: str | os.PathLike, launcher: Launcher | None = None,
+                 *, merge_path: str | os.PathLike | None = None, overwrite: bool = False, **kw: Any):
+        """LazyLLM's signature: `finetune.flagembedding(base_model, target_path, launcher=None, **kw)` (the third
+        positional argument is the launcher; the model is written to `merge_path` or <target>/lazyllm_merge)."""
+        if isinstance(launcher, (str, os.PathLike)):
+            raise ConfigError(f"launcher must be a launchers.* object, got {str(launcher)!r} (the third positional "
+                              "argument of finetune.flagembedding is the launcher, as in LazyLLM; pass merge_path= by "
+                              "name for an output folder)")
+        super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
     @classmethod
     def option_spec(cls, kind: str | None = None) -> OptionSpec:

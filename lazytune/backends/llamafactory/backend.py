@@ -26,6 +26,7 @@ from launchers import Launcher, Step, Topology
 from ...errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
 from ...options import OptionSpec, raise_problems
 from ...plan import FileSpec, Plan
+from ...registered_data import registered_dir, registered_files
 from ...run import __version__
 from ..auto.gpu_table import gpu_precision
 from ..base import Finetune, backend_python, script
@@ -100,11 +101,32 @@ class LlamafactoryFinetune(Finetune):
         self.export_config_path = Path(export_config_path).expanduser() if export_config_path else None
         self.ignored: list[tuple[Path, str]] = []  # (config file, key lazytune sets itself)
         self.export_options: dict[str, Any] = {}
+        self.dataset_dir, self.dataset_names = self._lazyllm_dataset_dir(kw), []
+        # with dataset_dir, `dataset` names the registered data used when the trainer is called without data
+        self.default_dataset = kw.pop("dataset", None) if self.dataset_dir is not None else None
+        if kw.get("do_train") is True:
+            del kw["do_train"]  # LazyLLM configs say so; lazytune always trains (False stays an error)
         super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
     @classmethod
     def option_spec(cls) -> OptionSpec:
         return option_spec()
+
+    def _lazyllm_dataset_dir(self, kw: dict[str, Any]) -> Path | None:
+        """The user's own dataset folder (keyword, else config_path's `dataset_dir`); None: data files as usual."""
+        value = kw.pop("dataset_dir", None)
+        if value is None and self.config_path and self.config_path.is_file():
+            value = load_yaml(self.config_path, "config_path").get("dataset_dir")
+        return registered_dir(value)
+
+    def data_files(self, data: Any) -> list[Path]:
+        """With `dataset_dir`: the files of the datasets named in `data`, registered there."""
+        if self.dataset_dir is None:
+            return super().data_files(data)
+        if data is None and self.default_dataset is not None:
+            data = self.default_dataset
+        self.dataset_names, files = registered_files(self.dataset_dir, data)
+        return files
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
         """sft.yaml, then config_path, then keywords (each checked); export YAMLs likewise."""
@@ -157,15 +179,20 @@ class LlamafactoryFinetune(Finetune):
             plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
         check_tokenizer(self.model, o["template"], bool(o.get("resize_vocab")))
         self._precision(o, plan)
-        entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
-        plan.files += files
+        if self.dataset_dir is None:
+            entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
+            plan.files += files
+            datasets, dataset_dir = ",".join(e.name for e in entries), str(plan.run_dir)
+        else:  # registered in the user's own dataset_info.json: LLaMA-Factory reads them from there
+            datasets, dataset_dir = ",".join(self.dataset_names), str(self.dataset_dir)
+            plan.notes.append(f"data: {datasets} as registered in {self.dataset_dir / 'dataset_info.json'}")
         keys = lf_keys()["train"]
         train = {
             "model_name_or_path": str(plan.base_model),
             "do_train": True,
             **{k: _render(k, v, keys) for k, v in o.items() if not k.startswith("export_")},
-            "dataset": ",".join(e.name for e in entries),
-            "dataset_dir": str(plan.run_dir),
+            "dataset": datasets,
+            "dataset_dir": dataset_dir,
             "output_dir": str(plan.target.lora),
         }
         if stage == "ppo":
@@ -187,6 +214,8 @@ class LlamafactoryFinetune(Finetune):
                 Step("train", argv, log=logs / "train.log", env=env, distributed=True, torchrun=deepspeed)
             )
         for path, name in self.ignored:
+            if name == "dataset_dir" and self.dataset_dir is not None:
+                continue  # used: the folder of the registered datasets
             plan.notes.append(f"{path}: {name!r} is replaced by lazytune's value")
 
         if o["finetuning_type"] == "lora":
