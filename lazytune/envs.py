@@ -270,7 +270,8 @@ BACKENDS: Mapping[str, EnvSpec] = MappingProxyType(
             EnvSpec(
                 name="lazyllm",
                 description="LazyLLM 1.4.0: the client whose TrainableModule drives lazytune (tests, benchmarks)",
-                requirements=("lazyllm==1.4.0",),
+                # + lazytune's own core dependencies: the client imports lazytune from the checkout
+                requirements=("lazyllm==1.4.0", "pyyaml", "psutil", "tqdm", "msgspec"),
                 imports=("lazyllm",),
                 report=("lazyllm",),
                 smoke="none",
@@ -801,16 +802,7 @@ def _populate(
             folder.mkdir(exist_ok=True)
             (folder / "__init__.py").write_text(standin.source)
             log(f"wrote stand-in module {standin.module!r} into {folder} ({standin.why})")
-    # The checks and the smoke run are independent processes that mostly import: run them side by side.
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        smoke_future = pool.submit(smoke_run, spec, str(python))
-        result = _check_python(spec, str(python), lock=lock, with_=with_)
-        if not result["ok"]:
-            smoke_future.cancel()
-            raise EnvError(
-                f"{spec.name}: the new environment does not work:\n{format_check(result)}\nfull log: {log_path}"
-            )
-        smoke = smoke_future.result()
+    smoke = _checked(spec, str(python), lock, with_, log_path)
     log(f"{spec.name}: smoke run passed ({smoke['seconds']} s): {smoke['output']}")
     details["smoke"] = smoke
     if variant == "cuda" and has_gpu():
@@ -926,6 +918,17 @@ for dist in importlib.metadata.distributions():
     name = dist.metadata["Name"]
     if name:
         out["installed"][name] = dist.version
+if len(sys.argv) > 3 and all(i["ok"] for i in out["imports"].values()):
+    import contextlib, io, runpy, tempfile
+    script, kind = sys.argv[3], sys.argv[4]
+    t, printed = time.monotonic(), io.StringIO()
+    try:
+        with tempfile.TemporaryDirectory(prefix="lazytune-smoke-") as work, contextlib.redirect_stdout(printed):
+            code = runpy.run_path(script, run_name="env_smoke")["main"]([script, kind, work])
+        out["smoke"] = {"ok": code == 0, "seconds": round(time.monotonic() - t, 1),
+                        "output": (printed.getvalue().strip().splitlines() or [""])[-1]}
+    except BaseException as e:
+        out["smoke"] = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
 print("LAZYTUNE_CHECK " + json.dumps(out))
 """
 
@@ -948,17 +951,41 @@ def compare_with_lock(installed: Mapping[str, str], lock: Lock, with_: Iterable[
     return {"changed": changed, "missing": missing, "extra": extra}
 
 
+def _run_command(argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    try:
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        return {"argv": argv, "returncode": run.returncode, "output": (run.stdout + run.stderr)[-2000:]}
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"argv": argv, "returncode": None, "output": str(exc)}
+
+
 def _check_python(
-    spec: EnvSpec, python: str, *, lock: Lock | None, with_: Iterable[str] = (), timeout: float = 600
-) -> dict[str, Any]:
+    spec: EnvSpec, python: str, *, lock: Lock | None, with_: Iterable[str] = (), timeout: float = 600,
+    smoke: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Imports, versions, check commands and drift from `lock` for `python`; with `smoke`, the smoke run too, in the
+    same process after the imports (it reuses what they loaded). The check commands run alongside."""
     dists = list(spec.report) + [d for d in spec.forbidden if d not in spec.report]
     # -I: neither the working folder nor PYTHONPATH may add packages (an editable checkout's *.egg-info, say)
     argv = [python, "-I", "-c", _CHECK_CODE, json.dumps(list(spec.imports)), json.dumps(dists)]
+    if smoke:
+        argv += [str(Path(__file__).resolve().parent / "scripts" / "env_smoke.py"), spec.smoke]
     env = dict(os.environ, PYTHONNOUSERSITE="1", **dict(spec.environment))
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"name": spec.name, "python": python, "ok": False, "error": str(exc), "imports": {}, "versions": {}}
+    if smoke:
+        env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    bindir = str(Path(python).parent)
+    templates = [[part.replace("{bin}", bindir) for part in t] for t in spec.check_commands]
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(templates))) as pool:
+        pending = [pool.submit(_run_command, cmd, env, timeout) for cmd in templates]
+        failed: dict[str, Any] | None = None
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failed = {"name": spec.name, "python": python, "ok": False, "error": str(exc), "imports": {},
+                      "versions": {}}  # fmt: skip
+        commands = [f.result() for f in pending]
+    if failed is not None:
+        return failed
     line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("LAZYTUNE_CHECK ")), None)
     if line is None:
         return {
@@ -971,15 +998,6 @@ def _check_python(
     for d in spec.forbidden:
         if d not in spec.report:
             versions.pop(d, None)
-    commands = []
-    bindir = str(Path(python).parent)
-    for template in spec.check_commands:
-        cmd = [part.replace("{bin}", bindir) for part in template]
-        try:
-            run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-            commands.append({"argv": cmd, "returncode": run.returncode, "output": (run.stdout + run.stderr)[-2000:]})
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            commands.append({"argv": cmd, "returncode": None, "output": str(exc)})
     drift = compare_with_lock(result["installed"], lock, with_) if lock is not None else None
     ok = (
         all(i["ok"] for i in result["imports"].values())
@@ -987,7 +1005,7 @@ def _check_python(
         and all(c["returncode"] == 0 for c in commands)
         and (drift is None or not (drift["changed"] or drift["missing"]))
     )
-    return {
+    out = {
         "name": spec.name,
         "python": python,
         "python_version": result["python_version"],
@@ -999,6 +1017,20 @@ def _check_python(
         "lock": str(lock.path) if lock is not None else None,
         "drift": drift,
     }
+    if "smoke" in result:
+        out["smoke"] = result["smoke"]
+    return out
+
+
+def _checked(spec: EnvSpec, python: str, lock: Lock, with_: Iterable[str], log_path: Path) -> dict[str, Any]:
+    """Check a new environment and smoke-run it; `EnvError` unless both pass. Returns the smoke result."""
+    result = _check_python(spec, python, lock=lock, with_=with_, smoke=True)
+    if not result["ok"]:
+        raise EnvError(f"{spec.name}: the new environment does not work:\n{format_check(result)}\nfull log: {log_path}")
+    smoke = result.get("smoke") or {"ok": False, "error": "the smoke run did not report"}
+    if not smoke["ok"]:
+        raise EnvError(f"{spec.name}: the smoke run failed: {smoke.get('error', '')}\n{smoke.get('traceback', '')}")
+    return smoke
 
 
 def check(name: str, *, timeout: float = 600) -> dict[str, Any]:
@@ -1048,27 +1080,6 @@ def format_check(result: Mapping[str, Any]) -> str:
     if result.get("error"):
         lines.append(f"  error: {result['error']}")
     return "\n".join(lines)
-
-
-def smoke_run(spec: EnvSpec, python: str, *, timeout: float = 600) -> dict[str, Any]:
-    """Run lazytune/scripts/env_smoke.py with `python` (a tiny forward/backward pass of the backend's model kind);
-    `EnvError` with its output when it fails."""
-    script = Path(__file__).resolve().parent / "scripts" / "env_smoke.py"
-    started = time.monotonic()
-    env = dict(os.environ, PYTHONNOUSERSITE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", **dict(spec.environment))
-    with tempfile.TemporaryDirectory(prefix="lazytune-smoke-") as work:
-        try:
-            proc = subprocess.run(
-                [python, str(script), spec.smoke, work], capture_output=True, text=True, timeout=timeout, env=env,
-                check=False,
-            )  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise EnvError(f"{spec.name}: the smoke run did not finish: {exc}") from None
-    if proc.returncode != 0:
-        output = (proc.stdout + proc.stderr).strip()
-        raise EnvError(f"{spec.name}: the smoke run failed (exit {proc.returncode}):\n{output[-3000:]}")
-    lines = proc.stdout.strip().splitlines()
-    return {"seconds": round(time.monotonic() - started, 1), "output": lines[-1] if lines else ""}
 
 
 # --- optional packages a plan needs ----------------------------------------------------------------------------------
@@ -1251,10 +1262,10 @@ def lock(
                 for standin in spec.standins:
                     (site / standin.module).mkdir(exist_ok=True)
                     (site / standin.module / "__init__.py").write_text(standin.source)
-            result = _check_python(scratch, str(env_python(build)), lock=lock_obj)
-            if not result["ok"]:
-                raise EnvError(f"{name}: the fresh resolution does not work; lock not written:\n{format_check(result)}")
-            smoke_result = smoke_run(spec, str(env_python(build)))
+            try:
+                smoke_result = _checked(scratch, str(env_python(build)), lock_obj, (), log_path)
+            except EnvError as exc:
+                raise EnvError(f"{name}: the fresh resolution does not work; lock not written:\n{exc}") from None
             verified = (f"installed, imports and smoke run ({spec.smoke}) passed, "
                         f"{time.strftime('%Y-%m-%d', time.gmtime())}")  # fmt: skip
             log(f"{name}: smoke run passed ({smoke_result['seconds']} s)")

@@ -5,8 +5,9 @@
 TrainableModule builds `X(base_model=..., target_path=..., launcher=<a LazyLLM launcher>, **kw)`, calls it with
 (trainset, None) and reads the merged folder from the return value. lazytune turns the LazyLLM launcher into its own
 (empty -> local, slurm -> slurm; always waiting). Runs in an environment with LazyLLM installed (`pip install
-lazyllm==1.4.0`): LAZYLLM_PYTHON names its interpreter (default benchmarks/.venv-lazyllm, which `make bench`
-creates); skipped when there is none.
+lazyllm==1.4.0`): LAZYLLM_PYTHON names its interpreter, else lazytune's managed `lazyllm` environment (`lazytune
+env install lazyllm`, which `make test` installs), else benchmarks/.venv-lazyllm; skipped when there is none (a failure
+where LAZYTUNE_REQUIRE_ENVS names lazyllm).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.alpaca import write_alpaca
+from tests.helpers.models import env_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,12 +42,18 @@ print("RESULT " + json.dumps({"finetuned": m.finetuned_model_path, "lazyllm": la
 
 
 def lazyllm_python() -> str:
-    candidates = [os.environ.get("LAZYLLM_PYTHON"), str(ROOT / "benchmarks" / ".venv-lazyllm" / "bin" / "python")]
+    from lazytune import envs
+
+    installed = envs.read_stamp("lazyllm") or os.environ.get("LAZYTUNE_LAZYLLM_PYTHON")
+    managed = envs.python_for("lazyllm") if installed else None
+    bench = str(ROOT / "benchmarks" / ".venv-lazyllm" / "bin" / "python")
+    candidates = [os.environ.get("LAZYLLM_PYTHON"), managed, bench]
     for python in filter(None, candidates):
         if Path(python).is_file():
             proc = subprocess.run([python, "-c", "import lazyllm"], capture_output=True, text=True, timeout=300)
             if proc.returncode == 0:
                 return python
+    env_python("lazyllm")  # fails where LAZYTUNE_REQUIRE_ENVS names lazyllm, else skips
     pytest.skip("LazyLLM is not installed: `python -m venv V && V/bin/pip install lazyllm==1.4.0`, then "
                 "LAZYLLM_PYTHON=V/bin/python (or run `make bench`, which creates benchmarks/.venv-lazyllm)")
 
