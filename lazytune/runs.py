@@ -33,7 +33,7 @@ from .progress import read_trainer_log, summarize
 
 MANIFEST = "lazytune_run.json"
 RUNS_DIR = "lazytune_runs"
-SKIP_DIRS = {"lazyllm_lora", "lazyllm_merge", RUNS_DIR, "node_modules", "__pycache__"}
+SKIP_DIRS = {"lazyllm_lora", "lazyllm_merge", RUNS_DIR, "lazytune_eval", "lazytune_chat", "node_modules", "__pycache__"}
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "LOST"}
 
 
@@ -146,6 +146,35 @@ class RunRecord:
                 text = "\n".join(text.splitlines()[-lines:]) + "\n"
             parts.append(f"==> {name}: {path} <==\n{text}")
         return redact("".join(parts))
+
+    # -- after training (lazytune/evaluate.py) ----------------------------------------------------------------------
+    def chat(self, prompt: str | None = None, *, base: bool = False, compare: bool = False, system: str | None = None,
+             max_new_tokens: int = 128, launcher: Any = None) -> Any:
+        """The fine-tuned model's answer to `prompt` (base=True: the base model's; compare=True: {"base", "tuned"}).
+        Without a prompt: an `evaluate.ChatSession` that keeps the conversation (`.ask(text)`, `.reset()`)."""
+        from . import evaluate
+
+        model = evaluate.tuned_model(self)
+        kw = dict(base=base, compare=compare, system=system, max_new_tokens=max_new_tokens, launcher=launcher)
+        if prompt is None:
+            return evaluate.ChatSession(model, **kw)
+        answers = evaluate.chat(model, prompt, **kw)[0]
+        return answers if compare else next(iter(answers.values()))
+
+    def rank(self, query: str, passages: list[str], *, launcher: Any = None) -> list[dict[str, Any]]:
+        """Embedders / rerankers: each passage with its base and fine-tuned score, best fine-tuned score first."""
+        from . import evaluate
+
+        return evaluate.rank(evaluate.tuned_model(self), query, passages, launcher=launcher)
+
+    def evaluate(self, data: Any, *, max_samples: int | None = None, generate: bool = False, max_new_tokens: int = 64,
+                 launcher: Any = None, progress: str | None = None) -> dict[str, Any]:
+        """Base vs fine-tuned on `data` (training formats): {"base": {...}, "tuned": {...}, "change": {...}, ...},
+        saved to <target>/lazytune_eval/<time>.json."""
+        from . import evaluate
+
+        return evaluate.evaluate(evaluate.tuned_model(self), data, max_samples=max_samples, generate=generate,
+                                 max_new_tokens=max_new_tokens, launcher=launcher, progress=progress)
 
     # -- cancel ------------------------------------------------------------------------------------------------
     def cancel(self, timeout: float = 30.0) -> str:
