@@ -17,7 +17,7 @@ from .errors import ConfigError, LazytuneError
 from .run import __version__
 
 #: Verbs in the order `lazytune --help` lists them; each is lazytune.commands.<verb> with add_parser() and run().
-COMMANDS = ("train", "plan", "jobs", "logs", "cancel", "env")
+COMMANDS = ("train", "plan", "chat", "eval", "jobs", "logs", "cancel", "env")
 
 DESCRIPTION = """\
 Fine-tune LLMs with one interface over LLaMA-Factory, alpaca-lora, FlagEmbedding and CoLLiE,

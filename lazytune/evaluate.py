@@ -342,6 +342,47 @@ class ChatSession:
         self.close()
 
 
+# -- embedders and rerankers -------------------------------------------------------------------------------------------
+def rank(model: TunedModel, query: str, passages: Sequence[str], *,
+         launcher: Launcher | None = None) -> list[dict[str, Any]]:
+    """Each passage with its base and fine-tuned score (embedders: query-passage similarity; rerankers: the model's
+    score), best fine-tuned score first."""
+    if model.kind == "llm":
+        raise ConfigError(f"run {model.run_id} trained an LLM: --query/--passages rank with embedders and rerankers; "
+                          "ask it something with --prompt")  # fmt: skip
+    if not isinstance(query, str) or not query.strip():
+        raise ConfigError("the query is empty")
+    passages = [p for p in passages if isinstance(p, str) and p.strip()]
+    if not passages:
+        raise ConfigError("no passage to rank")
+    check_fits(model, launcher, 1)
+    folder = new_folder(model, CHAT_DIR)
+    spec = {**model.extra, "mode": "rank", "kind": model.kind, "models": model.models(), "query": query,
+            "passages": passages, "out": str(folder / "result.json")}  # fmt: skip
+    scores = finish(job_for(model, spec, folder, launcher, "rank"), folder / "result.json")["scores"]
+    rows = [{"passage": p, "base": scores["base"][i], "tuned": scores["tuned"][i]} for i, p in enumerate(passages)]
+    return sorted(rows, key=lambda r: -r["tuned"])
+
+
+def ranking_metrics(rows: Sequence[dict[str, list[float]]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """recall@k (share of each query's positives ranked in its top k, averaged) and MRR (1 / rank of the first
+    positive) of the positives among each record's positives + negatives. Ties count against the positive."""
+    if not rows:
+        return {}
+    recall = {k: 0.0 for k in ks}
+    mrr = 0.0
+    for row in rows:
+        negatives = row["neg"]
+        # rank of a positive: 1 + the negatives and other positives that score at least as high
+        ranks = sorted(1 + sum(n >= p for n in negatives) + sum(q > p for q in row["pos"]) for p in row["pos"])
+        for k in ks:
+            recall[k] += sum(r <= k for r in ranks) / len(ranks)
+        mrr += 1 / ranks[0]
+    out = {f"recall@{k}": round(recall[k] / len(rows), 6) for k in ks}
+    out["mrr"] = round(mrr / len(rows), 6)
+    return out
+
+
 # -- eval --------------------------------------------------------------------------------------------------------------
 def _eval_data(model: TunedModel, files: list[Path], folder: Path) -> dict[str, Any]:
     """Check the data fits the model kind (every problem at once, file:line) and say where the script reads it."""
@@ -377,8 +418,8 @@ def _eval_data(model: TunedModel, files: list[Path], folder: Path) -> dict[str, 
 
 def change(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, float]:
     """tuned - base for every number both have."""
-    return {k: tuned[k] - base[k] for k in tuned
-            if isinstance(tuned.get(k), (int, float)) and isinstance(base.get(k), (int, float))}  # fmt: skip
+    return {k: tuned[k] - base[k] for k in tuned if k != "tokens"
+            and isinstance(tuned.get(k), (int, float)) and isinstance(base.get(k), (int, float))}  # fmt: skip
 
 
 def evaluate(model: TunedModel, data: str | os.PathLike | Sequence[str | os.PathLike], *,
@@ -440,6 +481,9 @@ def summary(model: TunedModel, raw: dict[str, Any], files: list[Path], max_sampl
     sides: dict[str, dict[str, Any]] = {}
     examples = []
     for name in ("base", "tuned"):
+        if model.kind != "llm":
+            sides[name] = ranking_metrics(raw["models"][name])
+            continue
         got = dict(raw["models"][name])
         predictions, references = got.pop("predictions", None), got.pop("references", None)
         if predictions is not None:
@@ -469,6 +513,15 @@ def latest_eval(target: Path) -> dict[str, Any] | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def brief(report: dict[str, Any]) -> str:
+    """One metric of an eval, base -> fine-tuned (`lazytune jobs`): loss for LLMs, MRR for embedders/rerankers."""
+    key = "loss" if report.get("kind") == "llm" else "mrr"
+    base, tuned = report.get("base", {}).get(key), report.get("tuned", {}).get(key)
+    if not isinstance(base, (int, float)) or not isinstance(tuned, (int, float)):
+        return "-"
+    return f"{key} {base:.4g}->{tuned:.4g}"
 
 
 def table(report: dict[str, Any]) -> str:
