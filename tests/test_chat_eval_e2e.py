@@ -204,7 +204,7 @@ def fe_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         data = write_triples(root / "train.jsonl", 16)
         quick = dict(train_group_size=4, query_max_len=32, passage_max_len=32, learning_rate=1e-3, num_train_epochs=3)
         finetune.flagembedding(embed, root / "embed", launcher=cpu(), sentence_pooling_method="mean", **quick)(data)
-        finetune.flagembedding(rerank, root / "rerank", launcher=cpu(), **{**quick, "max_len": 64})(data)
+        finetune.flagembedding(rerank, root / "rerank", launcher=cpu(), **quick)(data)
     return {"embed": root / "embed", "rerank": root / "rerank", "data": data}
 
 

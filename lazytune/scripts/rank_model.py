@@ -51,7 +51,7 @@ class Scorer:
             from FlagEmbedding import FlagReranker
 
             self.model = FlagReranker(model["path"], use_fp16=False, devices=device())
-            self.max_len = o.get("max_len") or 512
+            self.max_len = o.get("max_len") or (o.get("query_max_len") or 256) + (o.get("passage_max_len") or 256)
 
     def scores(self, query: str, passages: list[str]) -> list[float]:
         if self.kind == "embed":
