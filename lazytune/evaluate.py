@@ -408,7 +408,9 @@ def _eval_data(model: TunedModel, files: list[Path], folder: Path) -> dict[str, 
         return {"data": [str(f) for f in files]}
     from .backends.flagembedding_data import check_data
 
-    options = {**model.extra.get("options", {}), "train_group_size": 2}
+    # every record needs a negative (group size 2) to rank its positives among; no batch-size rule applies here
+    options = {**model.extra.get("options", {}), "train_group_size": 2, "per_device_train_batch_size": 1,
+               "dataloader_drop_last": False, "knowledge_distillation": False, "validate": True}
     try:
         check_data(files, options, 1)
     except ConfigError as exc:
