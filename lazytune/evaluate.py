@@ -205,9 +205,9 @@ def finish(job: Job, out: Path) -> dict[str, Any]:
 
 def check_fits(model: TunedModel, launcher: Launcher | None, at_once: int) -> None:
     """On CPU, `at_once` models of the base's size must fit in the free memory, else a ConfigError before starting."""
-    topo = (launcher or default_launcher()).topology()
-    if topo.device != "cpu" or not isinstance(launcher or default_launcher(), launchers.LocalLauncher):
-        return
+    launcher = launcher or default_launcher()
+    if launcher.topology().device != "cpu" or not isinstance(launcher, launchers.LocalLauncher):
+        return  # GPU memory is the backend's to report (as an error the script writes); other hosts are unknown
     import psutil
 
     size = sum(p.stat().st_size for p in model.base.iterdir() if p.suffix in (".safetensors", ".bin"))
