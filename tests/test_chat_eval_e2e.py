@@ -157,6 +157,28 @@ def test_lf_model_that_does_not_fit_memory(lf_run: tuple[Path, Path], monkeypatc
     assert code == 2 and "GiB free" in err
 
 
+def test_lf_eval_and_chat_session_as_slurm_jobs(lf_run: tuple[Path, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """--launcher slurm: the eval runs as a batch job (the fake sbatch runs the generated script), and a chat session
+    talks to a model process inside a job through the shared folder."""
+    import os
+
+    from tests.slurm import fake_slurm
+
+    bin_dir = fake_slurm.install(tmp_path / "fakebin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "fake-state"))
+    target, data = lf_run
+    code, out, err = cli(capsys, "eval", str(target), "--data", str(data), "--max-samples", "3", "--json",
+                         "--launcher", "slurm", "--partition", "debug")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["records"] == 3
+    assert list((tmp_path / "fake-state").glob("*.json"))  # it went through sbatch
+    with runs.find_run(target).chat(max_new_tokens=3, launcher=launchers.slurm(partition="debug")) as session:
+        assert set(session.ask("Repeat the number 5")) == {"tuned"}
+
+
 # -- alpacalora ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def alpaca_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
