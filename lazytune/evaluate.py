@@ -463,10 +463,25 @@ def evaluate(model: TunedModel, data: str | os.PathLike | Sequence[str | os.Path
         raise
     raw = finish(job, out)
     report = summary(model, raw, files, max_samples, time.time() - started)
+    given = _count_records(files)
+    if given is not None and report["records"] < given and not max_samples:
+        report["notes"].append(f"{given - report['records']} of the {given} records were not measured: they give no "
+                               "answer token (empty, or cut off by the run's cutoff_len) or no negative to rank")
+    report["records_given"] = given
     saved = folder.parent / f"{folder.name}.json"
     FileSpec(saved, json.dumps(report, indent=2) + "\n").write()
     report["saved"] = str(saved)
     return report
+
+
+def _count_records(files: list[Path]) -> int | None:
+    """How many records the files hold (None when a format is not one lazytune reads record by record)."""
+    from .data import iter_records
+
+    try:
+        return sum(1 for path in files for _ in iter_records(path))
+    except (ConfigError, OSError, ValueError):
+        return None
 
 
 def _remove(folder: Path) -> None:

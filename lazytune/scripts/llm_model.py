@@ -332,6 +332,11 @@ def main() -> int:
         result, code = {"error": str(exc)}, 3
     except MemoryError as exc:
         result, code = {"error": f"out of memory: {exc}; use a machine with more memory or a GPU"}, 3
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one; anything else stays a failure with its traceback
+        if "out of memory" not in str(exc).lower():
+            raise
+        result, code = {"error": f"the model does not fit in memory on {device_name()}: {exc}; use a GPU with "
+                                 "more memory, or lower --max-new-tokens"}, 3
     result["device"] = device_name()
     tmp = out.with_name(out.name + ".partial")
     tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
