@@ -105,6 +105,9 @@ def tuned_model(record: RunRecord) -> TunedModel:
             if state != "COMPLETED" else f"{merge} holds no merged model"  # fmt: skip
         notes.append(f"{reason}: using the base model + LoRA adapter {adapter}")
         tuned, use_adapter = base, adapter
+    elif _has_weights(lora):  # full / freeze fine-tuning writes the whole model there; the copy step failed
+        notes.append(f"{merge} holds no model: using the trained model in {lora}")
+        tuned, use_adapter = lora, None
     else:
         raise ConfigError(f"run {record.run_id} ({state}) left no model to load: no merged model in {merge} and no "
                           f"LoRA adapter in {lora}; train again")  # fmt: skip

@@ -102,6 +102,16 @@ def test_failed_merge_falls_back_to_base_plus_adapter(tmp_path: Path) -> None:
                                  "adapter": str(tmp_path / "target" / "lazyllm_lora")}  # fmt: skip
 
 
+def test_full_fine_tune_whose_copy_failed_uses_the_trained_folder(tmp_path: Path) -> None:
+    record = fake_run(tmp_path, state="FAILED", merge=False, adapter=False, exit_codes=(0, 1))
+    lora = tmp_path / "target" / "lazyllm_lora"
+    lora.mkdir()
+    (lora / "config.json").write_text("{}")
+    (lora / "model.safetensors").write_bytes(b"")
+    model = tuned_model(record)
+    assert model.tuned == lora and model.adapter is None and "holds no model" in model.notes[0]
+
+
 @pytest.mark.parametrize(("kw", "message"), [
     (dict(state="FAILED", exit_codes=(1, None)), "training did not finish"),
     (dict(state="FAILED", merge=False, adapter=False, exit_codes=(0, 1)), "left no model to load"),
