@@ -63,12 +63,15 @@ def read_passages(path: str) -> list[str]:
     return passages
 
 
-def show(answers: dict[str, str]) -> None:
-    if len(answers) == 1:
+def show(answers: dict[str, str], as_json: bool = False) -> None:
+    """One answer as it is; base and fine-tuned one above the other, labelled; or the JSON object."""
+    if as_json:
+        print(json.dumps(answers))
+    elif len(answers) == 1:
         print(next(iter(answers.values())))
-        return
-    for name, label in (("base", "base      "), ("tuned", "fine-tuned")):
-        print(f"{label}: {answers[name]}")
+    else:
+        for name, label in (("base", "base      "), ("tuned", "fine-tuned")):
+            print(f"{label}: {answers[name]}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     kw = dict(base=args.base, compare=args.compare, system=args.system, max_new_tokens=args.max_new_tokens,
               launcher=launcher)  # fmt: skip
     if args.prompt is not None:
-        answers = chat(model, args.prompt, **kw)[0]
-        print(json.dumps(answers)) if args.json else show(answers)
+        show(chat(model, args.prompt, **kw)[0], args.json)
         return 0
     return interactive(ChatSession(model, **kw), args.json)
 
@@ -117,8 +119,7 @@ def interactive(session: ChatSession, as_json: bool) -> int:
                 session.reset()
                 print("lazytune: conversation forgotten", file=sys.stderr)
                 continue
-            answers = session.ask(text)
-            print(json.dumps(answers)) if as_json else show(answers)
+            show(session.ask(text), as_json)
             sys.stdout.flush()
     finally:
         session.close()
