@@ -134,3 +134,14 @@ def test_cli_bad_inputs_exit_2_before_any_job(tmp_path: Path, capsys: pytest.Cap
     assert main(["eval", str(tmp_path / "nowhere"), "--data", "x.json"]) == 2
     assert "no run" in capsys.readouterr().err
     assert not (tmp_path / "target" / "lazytune_eval").exists()
+
+
+def test_eval_data_that_does_not_fit_the_model_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An embedder run given alpaca records: exit 2 naming the file and what the kind reads; nothing started."""
+    fake_run(tmp_path, backend="flagembedding", adapter=False, exit_codes=(0,))
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps([{"instruction": "Say 1", "input": "", "output": "1"}]))
+    assert main(["eval", str(tmp_path / "target"), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "eval data for a flagembedding embed model (query/pos/neg records)" in err and "alpaca.json" in err
+    assert not list((tmp_path / "target" / "lazytune_eval").iterdir())  # its folder is removed again
