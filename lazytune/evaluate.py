@@ -194,7 +194,11 @@ def job_for(model: TunedModel, spec: dict[str, Any], folder: Path, launcher: Lau
 
 def finish(job: Job, out: Path) -> dict[str, Any]:
     """The script's answer; its own error message (exit 3) as EvalError; any other failure as JobFailed."""
-    job.wait(raise_on_failure=False)
+    try:
+        job.wait(raise_on_failure=False)
+    except KeyboardInterrupt:  # Ctrl-C stops the model process too (a local job would otherwise finish first)
+        job.cancel()
+        raise
     try:
         result = json.loads(out.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -286,12 +290,17 @@ class ChatSession:
                 "session": str(self.folder), "max_new_tokens": max_new_tokens, "out": str(self.folder / "result.json")}
         self.job = job_for(model, spec, self.folder, launcher, "chat")
         self._seen = 0
-        self._wait_for(lambda r: r.get("ready"))
+        try:
+            self._wait_for(lambda r: r.get("ready"))
+        except BaseException:  # Ctrl-C while loading, or it failed: no model process is left behind
+            self.job.cancel()
+            raise
 
     def _wait_for(self, match: Any) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            lines = self.responses.read_text(encoding="utf-8").splitlines() if self.responses.exists() else []
+            text = self.responses.read_text(encoding="utf-8") if self.responses.exists() else ""
+            lines = text.split("\n")[:-1]  # complete lines only: the last one may be half written
             for line in lines[self._seen:]:
                 self._seen += 1
                 record = json.loads(line)
@@ -458,13 +467,8 @@ def evaluate(model: TunedModel, data: str | os.PathLike | Sequence[str | os.Path
             "progress": str(folder / "progress.jsonl")}  # fmt: skip
     started = time.time()
     job = job_for(model, spec, folder, launcher, "eval")
-    try:
-        with watch(folder / "progress.jsonl", progress, desc="eval"):
-            job.wait(raise_on_failure=False)
-    except KeyboardInterrupt:
-        job.cancel()
-        raise
-    raw = finish(job, out)
+    with watch(folder / "progress.jsonl", progress, desc="eval"):
+        raw = finish(job, out)
     report = summary(model, raw, files, max_samples, time.time() - started)
     given = _count_records(files)
     if given is not None and report["records"] < given and not max_samples:

@@ -179,6 +179,35 @@ def test_lf_eval_and_chat_session_as_slurm_jobs(lf_run: tuple[Path, Path], tmp_p
         assert set(session.ask("Repeat the number 5")) == {"tuned"}
 
 
+def test_ctrl_c_stops_the_model_process(lf_run: tuple[Path, Path]) -> None:
+    """Ctrl-C during `lazytune eval`: exit 130 at once, and the model process it started is gone too."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    target, data = lf_run
+    proc = subprocess.Popen([sys.executable, "-m", "lazytune.cli", "eval", str(target), "--data", str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline, children = time.monotonic() + 60, []
+        while time.monotonic() < deadline and not children:
+            children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "llm_model.py" in " ".join(
+                c.cmdline())]  # fmt: skip
+            time.sleep(0.2)
+        assert children, "the eval step never started"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert "interrupted" in proc.stderr.read()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 # -- alpacalora ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def alpaca_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -298,8 +298,8 @@ def serve(spec: dict) -> dict:
     handled, last = 0, time.time()
     idle = float(spec.get("idle_timeout") or 3600)
     while time.time() - last < idle:
-        lines = requests.read_text(encoding="utf-8").splitlines() if requests.exists() else []
-        complete = [ln for ln in lines if ln.strip()]
+        text = requests.read_text(encoding="utf-8") if requests.exists() else ""
+        complete = [ln for ln in text.split("\n")[:-1] if ln.strip()]  # the last line may be half written
         if len(complete) <= handled:
             time.sleep(0.05)
             continue
