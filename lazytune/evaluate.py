@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 EVAL_DIR = "lazytune_eval"
 CHAT_DIR = "lazytune_chat"
 LLM_BACKENDS = ("llamafactory", "alpacalora")
+KIND_NAMES = {"llm": "LLM", "embed": "embedder", "rerank": "reranker"}
 #: metrics where a smaller value is better (the table marks the better side of a change)
 LOWER_IS_BETTER = ("loss", "perplexity")
 
@@ -183,13 +184,13 @@ def new_folder(model: TunedModel, kind: str) -> Path:
     return folder
 
 
-def job_for(model: TunedModel, spec: dict[str, Any], folder: Path, launcher: Launcher | None, mode: str) -> Job:
+def job_for(model: TunedModel, spec: dict[str, Any], folder: Path, launcher: Launcher, mode: str) -> Job:
     """Write the spec and submit one step that runs the backend's script on it; returns the Job at once."""
     python, env = _python_and_env(model.env_name)
     spec_file = folder / "spec.json"
     FileSpec(spec_file, json.dumps(spec, indent=1) + "\n").write()
     step = Step(mode, [python, _script_for(model), str(spec_file)], log=folder / "logs" / f"{mode}.log", env=env)
-    return (launcher or default_launcher()).submit([step], name=f"lazytune-{mode}-{model.run_id}")
+    return launcher.submit([step], name=f"lazytune-{mode}-{model.run_id}")
 
 
 def finish(job: Job, out: Path) -> dict[str, Any]:
@@ -210,9 +211,8 @@ def finish(job: Job, out: Path) -> dict[str, Any]:
     return result
 
 
-def check_fits(model: TunedModel, launcher: Launcher | None, at_once: int) -> None:
+def check_fits(model: TunedModel, launcher: Launcher, at_once: int) -> None:
     """On CPU, `at_once` models of the base's size must fit in the free memory, else a ConfigError before starting."""
-    launcher = launcher or default_launcher()
     if launcher.topology().device != "cpu" or not isinstance(launcher, launchers.LocalLauncher):
         return  # GPU memory is the backend's to report (as an error the script writes); other hosts are unknown
     import psutil
@@ -232,6 +232,11 @@ def _which(base: bool, compare: bool) -> tuple[bool, bool]:
     return (base or compare), (not base)
 
 
+def not_an_llm(model: TunedModel) -> str:
+    return (f"run {model.run_id} holds a fine-tuned {KIND_NAMES[model.kind]}, not an LLM: rank passages for a query "
+            "instead (lazytune chat RUN --query Q --passages FILE; Python: run.rank(query, passages))")
+
+
 def _check_prompt(prompt: Any) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError("the prompt is empty: give some text to answer (--prompt 'your question')")
@@ -243,8 +248,7 @@ def chat(model: TunedModel, prompts: str | Sequence[str], *, base: bool = False,
          launcher: Launcher | None = None) -> list[dict[str, str]]:
     """One answer per prompt from each model asked for: [{"tuned": ...}] / [{"base": ...}] / [{"base", "tuned"}]."""
     if model.kind != "llm":
-        raise ConfigError(f"run {model.run_id} trained an {model.kind}der model: rank passages for a query "
-                          "instead (lazytune chat RUN --query Q --passages FILE; Python: run.rank(query, passages))")
+        raise ConfigError(not_an_llm(model))
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ConfigError("no prompt given")
@@ -252,6 +256,7 @@ def chat(model: TunedModel, prompts: str | Sequence[str], *, base: bool = False,
         _check_prompt(p)
     _check_max_new(max_new_tokens)
     use_base, use_tuned = _which(base, compare)
+    launcher = launcher or default_launcher()
     check_fits(model, launcher, int(use_base) + int(use_tuned))
     folder = new_folder(model, CHAT_DIR)
     spec = {**model.extra, "mode": "chat", "models": model.models(use_base, use_tuned), "prompts": prompts,
@@ -276,9 +281,10 @@ class ChatSession:
     def __init__(self, model: TunedModel, *, base: bool = False, compare: bool = False, system: str | None = None,
                  max_new_tokens: int = 128, launcher: Launcher | None = None, timeout: float = 600.0):
         if model.kind != "llm":
-            raise ConfigError(f"run {model.run_id} trained an {model.kind}der model: use --query and --passages")
+            raise ConfigError(not_an_llm(model))
         _check_max_new(max_new_tokens)
         use_base, use_tuned = _which(base, compare)
+        launcher = launcher or default_launcher()
         check_fits(model, launcher, int(use_base) + int(use_tuned))
         self.model, self.system, self.timeout = model, system, timeout
         self.names = [m["name"] for m in model.models(use_base, use_tuned)]
@@ -367,6 +373,7 @@ def rank(model: TunedModel, query: str, passages: Sequence[str], *,
     passages = [p for p in passages if isinstance(p, str) and p.strip()]
     if not passages:
         raise ConfigError("no passage to rank")
+    launcher = launcher or default_launcher()
     check_fits(model, launcher, 1)
     folder = new_folder(model, CHAT_DIR)
     spec = {**model.extra, "mode": "rank", "kind": model.kind, "models": model.models(), "query": query,
@@ -454,6 +461,7 @@ def evaluate(model: TunedModel, data: str | os.PathLike | Sequence[str | os.Path
         raise ConfigError(f"max_samples must be a whole number >= 1, got {max_samples!r}")
     _check_max_new(max_new_tokens)
     files = resolve_data(data)
+    launcher = launcher or default_launcher()
     check_fits(model, launcher, 1)
     folder = new_folder(model, EVAL_DIR)
     try:

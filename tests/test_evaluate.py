@@ -145,3 +145,9 @@ def test_eval_data_that_does_not_fit_the_model_kind(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert "eval data for a flagembedding embed model (query/pos/neg records)" in err and "alpaca.json" in err
     assert not list((tmp_path / "target" / "lazytune_eval").iterdir())  # its folder is removed again
+
+
+def test_chat_with_an_embedder_run_says_rank_instead(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_run(tmp_path, backend="flagembedding", adapter=False, exit_codes=(0,))
+    assert main(["chat", str(tmp_path / "target"), "--prompt", "hi"]) == 2
+    assert "holds a fine-tuned embedder, not an LLM" in capsys.readouterr().err
