@@ -179,7 +179,7 @@ def test_lf_eval_and_chat_session_as_slurm_jobs(lf_run: tuple[Path, Path], tmp_p
         assert set(session.ask("Repeat the number 5")) == {"tuned"}
 
 
-def test_ctrl_c_stops_the_model_process(lf_run: tuple[Path, Path]) -> None:
+def test_ctrl_c_stops_the_model_process(lf_run: tuple[Path, Path], tmp_path: Path) -> None:
     """Ctrl-C during `lazytune eval`: exit 130 at once, and the model process it started is gone too."""
     import signal
     import subprocess
@@ -188,9 +188,10 @@ def test_ctrl_c_stops_the_model_process(lf_run: tuple[Path, Path]) -> None:
 
     import psutil
 
-    target, data = lf_run
-    proc = subprocess.Popen([sys.executable, "-m", "lazytune.cli", "eval", str(target), "--data", str(data)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    target = lf_run[0]
+    data = lf_data.alpaca(tmp_path / "many.json", n=300)  # answers for 300 records: minutes, so it is still running
+    proc = subprocess.Popen([sys.executable, "-m", "lazytune.cli", "eval", str(target), "--data", str(data),
+                             "--generate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline, children = time.monotonic() + 60, []
         while time.monotonic() < deadline and not children:
