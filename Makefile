@@ -8,8 +8,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LAZYTUNE := $(VENV)/bin/lazytune
-# Backend environments the tests need (collie is installed too: its import is tested; training needs a GPU).
-TEST_ENVS ?= llamafactory llamafactory-ppo alpacalora flagembedding collie
+# Backend environments the tests need (collie: its import is tested, training needs a GPU; lazyllm: the LazyLLM client
+# that drives lazytune in tests/test_lazyllm_client.py).
+TEST_ENVS ?= llamafactory llamafactory-ppo alpacalora flagembedding collie lazyllm
 PYTEST_ARGS ?=
 
 .PHONY: setup envs demo test lint bench slurm-start slurm-stop clean

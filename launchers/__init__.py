@@ -19,8 +19,23 @@ from .local import LocalJob, LocalLauncher
 
 __all__ = [
     "Job", "JobFailed", "JobState", "Launcher", "LocalJob", "LocalLauncher", "Step", "StepResult", "Topology",
-    "empty", "local", "remote", "slurm",
+    "by_name", "empty", "local", "remote", "slurm",
 ]  # fmt: skip
+
+
+def by_name(name: str | None = None, **kwargs: Any) -> Launcher:
+    """The one way from a launcher name to a launcher: 'local' / 'empty', 'slurm', 'remote' / 'auto' (None):
+    SLURM when it can take jobs here, else local with a note why. ValueError for other names."""
+    from .remote import LOCAL_NAMES, check_name
+    from .remote import remote as auto
+    from .slurm import SlurmLauncher
+
+    name = check_name(name)
+    if name in LOCAL_NAMES:
+        return LocalLauncher(**kwargs)
+    if name == "slurm":
+        return SlurmLauncher(**kwargs)
+    return auto(name, **kwargs)
 
 
 def local(**kwargs: Any) -> LocalLauncher:
@@ -35,13 +50,11 @@ def empty(**kwargs: Any) -> LocalLauncher:
 
 def slurm(**kwargs: Any) -> Launcher:
     """Submit to SLURM with sbatch (see `launchers.slurm.SlurmLauncher`)."""
-    from .slurm import SlurmLauncher
-
-    return SlurmLauncher(**kwargs)
+    return by_name("slurm", **kwargs)
 
 
-def remote(**kwargs: Any) -> Launcher:
-    """The configured cluster launcher (LAZYTUNE_DEFAULT_LAUNCHER), or local when no scheduler is present."""
-    from .remote import remote as resolve
+def remote(launcher: str | None = None, **kwargs: Any) -> Launcher:
+    """SLURM when a scheduler is here and its controller answers, else local (see `launchers.remote`)."""
+    from .remote import remote as auto
 
-    return resolve(**kwargs)
+    return auto(launcher, **kwargs)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import enum
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# A name component, so HF_TOKEN / WANDB_API_KEY / AWS_SECRET_ACCESS_KEY match but TOKENIZERS_PARALLELISM does not.
-# A credential word ending a name part: HF_TOKEN, OPENAI_API_KEY, PGPASSWORD, MY_APIKEY, but not TOKENIZERS_PARALLELISM.
-SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)S?(_|$)", re.IGNORECASE)
+from .secrets import mask_secret, redact
+
 LOG_TAIL_LINES = 40
 
 
@@ -54,24 +52,6 @@ class Step:
             lines.append(f"  cwd = {str(self.cwd)!r}")
         lines.append(f"  log = {str(self.log)!r}")
         return "\n".join(lines)
-
-
-def mask_secret(name: str, value: str) -> str:
-    """Hide the value of variables whose name looks like a credential."""
-    return "***" if SECRET_NAME.search(name) else value
-
-
-def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
-    """Values of secret-named variables in `env` (default os.environ), longest first."""
-    env = os.environ if env is None else env
-    return sorted({v for k, v in env.items() if v and len(v) >= 4 and SECRET_NAME.search(k)}, key=len, reverse=True)
-
-
-def redact(text: str, env: Mapping[str, str] | None = None) -> str:
-    """Replace the values of secret-named variables appearing in `text` by ***."""
-    for value in secret_values(env):
-        text = text.replace(value, "***")
-    return text
 
 
 class JobState(str, enum.Enum):

@@ -15,7 +15,8 @@ import psutil
 
 from . import gpus as gpu_info
 from .base import Launcher, Topology
-from .job import Job, JobState, Step, redact, secret_values
+from .job import Job, JobState, Step
+from .secrets import redact, secret_values
 from .torchrun import torchrun_argv
 
 

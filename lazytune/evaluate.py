@@ -29,7 +29,7 @@ from .errors import ConfigError, LazytuneError
 from .plan import FileSpec
 
 if TYPE_CHECKING:
-    from .runs import RunRecord
+    from .run import Run
 
 EVAL_DIR = "lazytune_eval"
 CHAT_DIR = "lazytune_chat"
@@ -74,7 +74,7 @@ def _has_weights(folder: Path) -> bool:
         any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.safetensors.index.json"))
 
 
-def tuned_model(record: RunRecord) -> TunedModel:
+def tuned_model(record: Run) -> TunedModel:
     """The fine-tuned model of `record`, or a ConfigError saying why there is none to load.
 
     A run whose merge step failed (or whose merged folder is gone) but whose adapter is complete gives base + adapter,
@@ -406,7 +406,7 @@ def ranking_metrics(rows: Sequence[dict[str, list[float]]], ks: Sequence[int] = 
 def _eval_data(model: TunedModel, files: list[Path], folder: Path) -> dict[str, Any]:
     """Check the data fits the model kind (every problem at once, file:line) and say where the script reads it."""
     if model.kind == "llm" and model.extra["family"] == "llamafactory":
-        from .dataset_info import dataset_info
+        from .backends.llamafactory.dataset_info import dataset_info
 
         stage = "pt" if model.extra.get("stage") == "pt" else "sft"
         try:
@@ -418,14 +418,14 @@ def _eval_data(model: TunedModel, files: list[Path], folder: Path) -> dict[str, 
         names = ",".join(e.name for e in entries)
         return {"dataset": names, "dataset_dir": str(folder), "work_dir": str(folder / "work")}
     if model.kind == "llm":
-        from .backends.alpacalora_checks import check_records
+        from .backends.alpacalora.checks import check_records
 
         try:
             check_records(files)
         except ConfigError as exc:
             raise ConfigError(f"eval data for an alpacalora model (instruction/input/output records): {exc}") from exc
         return {"data": [str(f) for f in files]}
-    from .backends.flagembedding_data import check_data
+    from .backends.flagembedding.data import check_data
 
     # every record needs a negative (group size 2) to rank its positives among; no batch-size rule applies here
     options = {**model.extra.get("options", {}), "train_group_size": 2, "per_device_train_batch_size": 1,

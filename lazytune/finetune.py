@@ -1,4 +1,5 @@
-"""The `finetune` namespace: one callable per backend.
+"""The `finetune` namespace, and the one registry of trainers: one callable per backend (finetune.auto looks the
+backend it chose up here).
 
     trainer = finetune.llamafactory(base_model, target_path, learning_rate=2e-4)
     merged = trainer("data/train.json")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from launchers import Step, Topology
-from launchers.job import mask_secret
+from launchers.secrets import mask_secret
 
 from .errors import PlanWriteError
 

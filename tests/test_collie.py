@@ -20,7 +20,7 @@ import pytest
 import launchers
 from lazytune import envs
 from lazytune.backends.base import script
-from lazytune.backends.collie import MODEL_DEFAULTS, CollieFinetune, CollieNeedsGpuError
+from lazytune.backends.collie.backend import MODEL_DEFAULTS, CollieFinetune, CollieNeedsGpuError
 from lazytune.errors import ConfigError, OptionsError, UnknownOptionError
 
 

@@ -10,7 +10,7 @@ import pytest
 from lazytune.cli import main
 from lazytune.errors import ConfigError
 from lazytune.evaluate import brief, change, ranking_metrics, table, tuned_model
-from lazytune.runs import RunRecord
+from lazytune.run import Run
 from lazytune.text_metrics import bleu4, exact_match, rouge_l, score, words
 
 
@@ -64,7 +64,7 @@ def test_table_and_brief() -> None:
 
 # -- which model a run left --------------------------------------------------------------------------------------------
 def fake_run(tmp_path: Path, backend: str = "llamafactory", state: str = "COMPLETED", merge: bool = True,
-             adapter: bool = True, exit_codes: tuple[int | None, ...] = (0, 0)) -> RunRecord:
+             adapter: bool = True, exit_codes: tuple[int | None, ...] = (0, 0)) -> Run:
     """A manifest and folders shaped like a finished run (weights are empty files: nothing is loaded here)."""
     target, base = tmp_path / "target", tmp_path / "base"
     for folder in (base, *([target / "lazyllm_merge"] if merge else [])):
@@ -85,7 +85,7 @@ def fake_run(tmp_path: Path, backend: str = "llamafactory", state: str = "COMPLE
                                 "merge": str(target / "lazyllm_merge")}, "steps": []}}  # fmt: skip
     (run_dir / "lazytune_run.json").write_text(json.dumps(data))
     (target / "lazytune_run.json").write_text(json.dumps(data))
-    return RunRecord.load(run_dir / "lazytune_run.json")
+    return Run.load(run_dir / "lazytune_run.json")
 
 
 def test_tuned_model_prefers_the_merge(tmp_path: Path) -> None:

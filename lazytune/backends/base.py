@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import launchers
 from launchers import Launcher
 
 from ..config import settings
 from ..data import is_url, resolve_data
 from ..errors import ConfigError, ModelNotFoundError, TargetExistsError
+from ..launching import make_launcher
+from ..model import ModelFolder
 from ..options import OptionSpec
 from ..plan import Plan, Target
 from ..progress import read_trainer_log, summarize
@@ -124,14 +125,8 @@ def check_inputs_apart(target: Target, inputs: Sequence[Path]) -> None:
 
 def default_launcher() -> Launcher:
     """A new launcher from LAZYTUNE_DEFAULT_LAUNCHER (created per trainer, never at import)."""
-    kind = settings().default_launcher
-    if kind in ("local", "empty"):
-        return launchers.local()
-    if kind == "slurm":
-        return launchers.slurm()
-    if kind == "remote":
-        return launchers.remote()
-    raise ConfigError(f"LAZYTUNE_DEFAULT_LAUNCHER={kind!r}: expected local, slurm or remote")
+    return make_launcher()
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
@@ -153,9 +148,13 @@ class Finetune(abc.ABC):
         if not isinstance(overwrite, bool):
             raise ConfigError(f"overwrite must be True or False, got {overwrite!r}")
         self.base_model = resolve_model(base_model, self.needs_model_config)
+        # config.json and the rest, read once for every check and plan (finetune.auto hands over the one it read)
+        same = isinstance(base_model, ModelFolder) and base_model.path == self.base_model
+        self.model = base_model if same else ModelFolder.read(self.base_model)
         self.target = resolve_target(target_path, merge_path)
         self.overwrite = overwrite
         self._launcher = launcher
+        self.given = frozenset(kw)  # the keywords the user passed (as opposed to defaults filled in)
         self.options = self.validate_options(kw)
 
     # -- what a backend provides -----------------------------------------------------------------------------
@@ -165,12 +164,14 @@ class Finetune(abc.ABC):
         """The whitelist of keyword options."""
 
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
-        """Validated options with defaults filled in. Backends add cross-checks by overriding."""
+        """Validated options with defaults filled in: everything a backend resolves from the keywords is in the
+        returned dict (no attributes set here). Backends add cross-checks by overriding."""
         return self.option_spec().resolve(kw)
 
     @abc.abstractmethod
     def build(self, plan: Plan) -> None:
-        """Fill `plan.files`, `plan.steps` and `plan.result`."""
+        """Fill `plan.files`, `plan.steps` and `plan.result` (and notes). `plan.options` is read-only here: adapt
+        a copy."""
 
     def check_outputs(self, plan: Plan) -> list[str]:
         """Problems with the outputs after a successful job (empty list: all there). Never just True."""
@@ -214,7 +215,24 @@ class Finetune(abc.ABC):
             result=self.target.merge,
         )  # fmt: skip
         self.build(plan)
+        self.check_packages(plan)
         return plan
+
+    def required_packages(self, plan: Plan) -> dict[str, str]:
+        """Optional packages the plan needs in the backend's environment (`package -> why`), e.g. deepspeed for a
+        ZeRO config. Backends with such options override this."""
+        return {}
+
+    def check_packages(self, plan: Plan) -> None:
+        """A plan whose environment lacks a package it needs fails now, naming the command that adds it."""
+        needed = self.required_packages(plan)
+        if not needed:
+            return
+        from ..envs import missing_packages
+
+        problems = missing_packages(self.env_name or self.name, needed)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     def prepare_target(self, plan: Plan) -> None:
         """With overwrite=True, clear the previous results this run will write (never anything else)."""

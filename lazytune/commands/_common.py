@@ -14,12 +14,12 @@ from typing import Any
 import yaml
 
 import launchers
-from lazytune import finetune
+from lazytune import finetune, launching
 from lazytune.backends.base import Finetune
 from lazytune.config import settings
 from lazytune.errors import ConfigError
 
-BACKENDS = tuple(finetune.__all__)
+TRAINERS = tuple(finetune.__all__)
 LAUNCHERS = ("local", "slurm", "remote")
 #: keys a config file may hold besides the backend's options (the other arguments of finetune.<backend>(...))
 ARGUMENT_KEYS = ("base_model", "target_path", "merge_path", "overwrite", "data")
@@ -33,7 +33,7 @@ valid names); values are read as YAML scalars (2e-4, true, q_proj,v_proj, [a, b]
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `train` and `plan`."""
-    parser.add_argument("backend", choices=BACKENDS, metavar="BACKEND", help=f"one of: {', '.join(BACKENDS)}")
+    parser.add_argument("backend", choices=TRAINERS, metavar="BACKEND", help=f"one of: {', '.join(TRAINERS)}")
     parser.add_argument("options", nargs="*", metavar="key=value", help="backend options (see below)")
     parser.add_argument("--base", "--base-model", dest="base_model", metavar="MODEL",
                         help="base model folder (or a name under LAZYTUNE_MODEL_PATH); never downloaded")
@@ -117,20 +117,11 @@ def make_launcher(args: argparse.Namespace, stream: bool) -> launchers.Launcher:
     name = args.launcher or settings().default_launcher
     kw: dict[str, Any] = {k: getattr(args, k) for k in ("ngpus", "nproc") if getattr(args, k) is not None}
     cluster = {k: getattr(args, k) for k in ("nnodes", "partition") if getattr(args, k) is not None}
-    try:
-        if name in ("local", "empty"):
-            if cluster:
-                raise ConfigError(f"--{' --'.join(cluster)}: only for --launcher slurm or remote")
-            return launchers.local(stream=stream, **kw)
-        if name == "slurm":
-            return launchers.slurm(**kw, **cluster)
-        if name == "remote":
-            return launchers.remote(**kw, **cluster)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"launcher {name}: {exc}") from exc
-    raise ConfigError(f"unknown launcher {name!r}: expected one of {', '.join(LAUNCHERS)}")
+    if name in ("local", "empty"):
+        if cluster:
+            raise ConfigError(f"--{' --'.join(cluster)}: only for --launcher slurm or remote")
+        kw["stream"] = stream
+    return launching.make_launcher(name, source=None if args.launcher else "LAZYTUNE_DEFAULT_LAUNCHER", **kw, **cluster)
 
 
 def make_trainer(args: argparse.Namespace, stream: bool = False) -> tuple[Finetune, list[str] | None]:

@@ -1,0 +1,273 @@
+"""finetune.llamafactory: LLaMA-Factory training (`llamafactory-cli train`) then the LoRA merge (`... export`).
+
+    merged = finetune.llamafactory("models/Qwen2.5-0.5B-Instruct", "runs/sft", num_train_epochs=2)("train.json")
+
+Keywords are LLaMA-Factory's own keys (checked against keys.json, typos fail with did-you-mean) over our template
+configs/llama_factory/sft.yaml; `config_path` / `export_config_path` YAMLs are checked the same way. The run folder
+gets train.yaml, export.yaml and dataset_info.json: `llamafactory-cli train <run>/train.yaml` by hand does the same.
+
+Several processes (GPUs, or `launchers.local(nproc=2)` on CPU with gloo): the train step is `python -m
+llamafactory.launcher train.yaml`, the module LF's own FORCE_TORCHRUN path starts under torchrun, and the launcher
+wraps it in torchrun (or srun + torchrun on SLURM). Same processes and the same adapter as `FORCE_TORCHRUN=1
+NPROC_PER_NODE=2 llamafactory-cli train`, without LF re-splitting the command line on spaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launchers import Launcher, Step
+
+from ...errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
+from ...options import OptionSpec, raise_problems
+from ...plan import FileSpec, Plan
+from ...run import __version__
+from ..auto.gpu_table import supports_bf16
+from ..base import Finetune, backend_python, script
+from .dataset_info import dataset_info
+from .keys import (
+    MANAGED,
+    config_dir,
+    export_keys,
+    is_csv_key,
+    lf_keys,
+    load_yaml,
+    managed_problems,
+    option_spec,
+)
+from .templates import check_tokenizer, template_for
+
+PRECISION_KEYS = ("fp16", "bf16", "pure_bf16")
+
+
+def _environment(env_name: str) -> dict[str, str]:
+    try:
+        from ...envs import environment_for
+    except ImportError:
+        return {}
+    return environment_for(env_name)
+
+
+def _validate_all(spec: OptionSpec, sources: list[tuple[dict[str, Any], str]]) -> list[dict[str, Any]]:
+    """Validate several sources (config files, keywords); raise once, listing every problem of all of them."""
+    problems: list[str] = []
+    out = []
+    unknown = False
+    for values, source in sources:
+        problems += managed_problems(values, source)
+        try:
+            out.append(spec.validate({k: v for k, v in values.items() if k not in MANAGED}, source))
+        except OptionsError as exc:
+            unknown = unknown or isinstance(exc, UnknownOptionError)
+            problems += exc.problems
+    if problems:
+        raise (UnknownOptionError if unknown else OptionTypeError)(spec.backend, problems)
+    return out
+
+
+class LlamafactoryFinetune(Finetune):
+    """LLaMA-Factory fine-tuning: stages pt/sft/rm/dpo/kto/orpo (ppo with reward_model), lora/freeze/full."""
+
+    name = "llamafactory"
+    env_name = "llamafactory"
+    version_packages = ("llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate")
+
+    def __init__(self, base_model: str | os.PathLike, target_path: str | os.PathLike,
+                 merge_path: str | os.PathLike | None = None, config_path: str | os.PathLike | None = None,
+                 export_config_path: str | os.PathLike | None = None, lora_r: int | None = None,
+                 modules_to_save: str | list[str] | None = None, lora_target_modules: str | list[str] | None = None,
+                 launcher: Launcher | None = None, overwrite: bool = False, **kw: Any):
+        for key, value in (("lora_r", lora_r), ("modules_to_save", modules_to_save),
+                           ("lora_target_modules", lora_target_modules)):  # fmt: skip
+            if value is not None:
+                kw[key] = value
+        self.config_path = Path(config_path).expanduser() if config_path else None
+        self.export_config_path = Path(export_config_path).expanduser() if export_config_path else None
+        self.ignored: list[tuple[Path, str]] = []  # (config file, key lazytune sets itself)
+        self.export_options: dict[str, Any] = {}
+        super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
+
+    @classmethod
+    def option_spec(cls) -> OptionSpec:
+        return option_spec()
+
+    def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
+        """sft.yaml, then config_path, then keywords (each checked); export YAMLs likewise."""
+        keys = lf_keys()
+        spec = option_spec(keys)
+        base = load_yaml(config_dir() / "sft.yaml", "template")
+        sources = [(base, "sft.yaml")]
+        if self.config_path:
+            user = load_yaml(self.config_path, "config_path")
+            self.ignored = [(self.config_path, k) for k in user if k in MANAGED]
+            sources.append(({k: v for k, v in user.items() if k not in MANAGED}, str(self.config_path)))
+        sources.append((kw, ""))
+        merged: dict[str, Any] = {}
+        for values in _validate_all(spec, sources):
+            merged.update(values)
+        merged = {k: v for k, v in merged.items() if v is not None}
+
+        allowed = export_keys(keys)
+        export_spec = OptionSpec("llamafactory", [o for o in spec if o.name in allowed])
+        export_sources = [(load_yaml(config_dir() / "lora_export.yaml", "template"), "lora_export.yaml")]
+        if self.export_config_path:
+            user = load_yaml(self.export_config_path, "export_config_path")
+            self.ignored += [(self.export_config_path, k) for k in user if k in MANAGED]
+            export_sources.append(({k: v for k, v in user.items() if k not in MANAGED}, str(self.export_config_path)))
+        self.export_options = {}
+        for values in _validate_all(export_spec, export_sources):
+            self.export_options.update(values)
+
+        problems = []
+        if merged.get("stage") == "ppo" and not merged.get("reward_model"):
+            problems.append("stage 'ppo' needs reward_model=<folder of a reward model or adapter>")
+        if merged.get("quantization_bit") and merged.get("finetuning_type") != "lora":
+            problems.append("quantization_bit (QLoRA) works with finetuning_type='lora' only")
+        raise_problems(self.name, problems)
+        return merged
+
+    # -- plan ------------------------------------------------------------------------------------------------------
+    def build(self, plan: Plan) -> None:
+        o = dict(plan.options)
+        validate = o.pop("validate_data", None)
+        stage = o["stage"]
+        if stage == "orpo":  # LF runs ORPO as the dpo stage with the orpo loss
+            o["stage"], o["pref_loss"] = "dpo", "orpo"
+        try:
+            o["template"] = template_for(self.model, o.get("template"))
+        except ConfigError:
+            if stage != "pt" or o.get("template"):
+                raise
+            o["template"] = "empty"  # pretraining on raw text uses no chat format
+            plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
+        check_tokenizer(self.model, o["template"], bool(o.get("resize_vocab")))
+        self._precision(o, plan)
+        entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
+        plan.files += files
+        keys = lf_keys()["train"]
+        train = {
+            "model_name_or_path": str(plan.base_model),
+            "do_train": True,
+            **{k: _render(k, v, keys) for k, v in o.items() if not k.startswith("export_")},
+            "dataset": ",".join(e.name for e in entries),
+            "dataset_dir": str(plan.run_dir),
+            "output_dir": str(plan.target.lora),
+        }
+        if stage == "ppo":
+            self._ppo_compat(train)
+        train_yaml = plan.run_dir / "train.yaml"
+        plan.files.append(FileSpec(train_yaml, _dump(train, f"llamafactory-cli train {train_yaml}")))
+        python, logs, env = self.python(), plan.run_dir / "logs", _environment(self.env_name)
+        if stage == "ppo":  # the PPO env (old trl) runs the PPO workflow directly: LF's tuner imports every stage
+            ppo_env = "llamafactory-ppo"
+            argv = [backend_python(ppo_env), script("lf_ppo.py"), str(train_yaml)]
+            plan.steps.append(Step("train", argv, log=logs / "train.log", env=_environment(ppo_env), distributed=True))
+        else:  # what `llamafactory-cli train` runs; under torchrun when the launcher starts several processes
+            argv = [python, "-m", "llamafactory.launcher", str(train_yaml)]
+            plan.steps.append(Step("train", argv, log=logs / "train.log", env=env, distributed=True))
+        for path, name in self.ignored:
+            plan.notes.append(f"{path}: {name!r} is replaced by lazytune's value")
+
+        if o["finetuning_type"] == "lora":
+            export = {
+                "model_name_or_path": str(plan.base_model),
+                "adapter_name_or_path": str(plan.target.lora),
+                "template": o["template"],
+                "finetuning_type": "lora",
+                **({"trust_remote_code": o["trust_remote_code"]} if "trust_remote_code" in o else {}),
+                **({"stage": "rm"} if o["stage"] == "rm" else {}),  # export copies the reward model's value head
+                **{k: _render(k, v, keys) for k, v in o.items() if k.startswith("export_")},
+                **{k: _render(k, v, keys) for k, v in self.export_options.items()},
+                "export_dir": str(plan.target.merge),
+            }
+            if o.get("quantization_bit"):
+                plan.notes.append("QLoRA: the adapter is merged into the unquantized base model")
+            export_yaml = plan.run_dir / "export.yaml"
+            plan.files.append(FileSpec(export_yaml, _dump(export, f"llamafactory-cli export {export_yaml}")))
+            argv = [python, "-m", "llamafactory.cli", "export", str(export_yaml)]
+            plan.steps.append(Step("export", argv, log=logs / "export.log", env=env))
+        else:  # full / freeze: the trained model itself is the result
+            argv = [python, script("copy_model.py"), "--src", str(plan.target.lora), "--dst", str(plan.target.merge)]
+            plan.steps.append(Step("copy", argv, log=logs / "copy.log"))
+        plan.result = plan.target.merge
+
+    def required_packages(self, plan: Plan) -> dict[str, str]:
+        o = plan.options
+        needed = {}
+        if o.get("quantization_bit"):
+            needed["bitsandbytes"] = f"quantization_bit={o['quantization_bit']} (QLoRA)"
+        if o.get("deepspeed"):
+            needed["deepspeed"] = "deepspeed=... (DeepSpeed ZeRO)"
+        if str(o.get("flash_attn") or "").lower() == "fa2":
+            needed["flash-attn"] = "flash_attn='fa2' (FlashAttention-2)"
+        if o.get("enable_liger_kernel"):
+            needed["liger-kernel"] = "enable_liger_kernel=True"
+        return needed
+
+    @staticmethod
+    def _ppo_compat(train: dict[str, Any]) -> None:
+        """The PPO env may run transformers 4.x (LF 0.9.5's PPO trainer needs it), where warmup_steps must be an
+        int: a fraction becomes warmup_ratio (same meaning, accepted by 4.x and 5.x)."""
+        warmup = train.get("warmup_steps")
+        if isinstance(warmup, float) and 0 < warmup < 1 and "warmup_ratio" not in train:
+            train["warmup_ratio"] = train.pop("warmup_steps")
+
+    def _precision(self, o: dict[str, Any], plan: Plan) -> None:
+        """bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU; an explicit choice is kept (if possible)."""
+        topo = plan.topology
+        chosen = [k for k in PRECISION_KEYS if o.get(k)]
+        if topo.device == "cpu":
+            if "fp16" in chosen:
+                raise ConfigError("fp16=True needs a CUDA GPU, and this launcher runs on CPU; leave it unset")
+            if o.get("quantization_bit"):
+                raise ConfigError("quantization_bit (QLoRA, bitsandbytes) needs a CUDA GPU; this launcher runs on CPU")
+            return
+        if not chosen and not any(k in o for k in PRECISION_KEYS):
+            o["bf16" if supports_bf16(topo.gpu_name) else "fp16"] = True
+            plan.notes.append(f"precision: {'bf16' if o.get('bf16') else 'fp16'} for {topo.gpu_name or 'GPU'}")
+
+    # -- results ---------------------------------------------------------------------------------------------------
+    def progress_log(self, plan: Plan) -> Path | None:
+        return plan.target.lora / "trainer_log.jsonl"
+
+    def check_outputs(self, plan: Plan) -> list[str]:
+        problems = []
+        lora, merge = plan.target.lora, plan.target.merge
+        if plan.options["finetuning_type"] == "lora" and not (lora / "adapter_config.json").is_file():
+            problems.append(f"no adapter_config.json in {lora}")
+        if not (merge / "config.json").is_file():
+            problems.append(f"no config.json in {merge}")
+        if not any(merge.glob("*.safetensors")) and not any(merge.glob("*.bin")):
+            problems.append(f"no weights (*.safetensors) in {merge}")
+        return problems
+
+    def metrics(self, plan: Plan) -> dict[str, Any]:
+        """Final loss and steps from LF's trainer_log.jsonl (train_results.json when no step was logged)."""
+        out = super().metrics(plan)
+        try:
+            results = json.loads((plan.target.lora / "train_results.json").read_text())
+        except (OSError, ValueError):
+            results = {}
+        out.update({k: results[k] for k in ("train_loss", "train_runtime", "epoch") if k in results})
+        if out["final_loss"] is None and "train_loss" in results:
+            out["final_loss"] = results["train_loss"]
+        return out
+
+
+def _render(key: str, value: Any, keys: dict[str, Any]) -> Any:
+    """A value as LF wants it in YAML: comma-separated strings for keys LF splits on commas; 10 not 10.0."""
+    if isinstance(value, list) and key in keys and is_csv_key(keys[key]):
+        return ",".join(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return int(value)  # logging_steps: 10, not 10.0 (LF reads both)
+    return value
+
+
+def _dump(data: dict[str, Any], command: str) -> str:
+    header = f"# written by lazytune {__version__}; the same run by hand: {command}\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
