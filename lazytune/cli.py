@@ -17,7 +17,7 @@ from .errors import ConfigError, LazytuneError
 from .run import __version__
 
 #: Verbs in the order `lazytune --help` lists them; each is lazytune.commands.<verb> with add_parser() and run().
-COMMANDS = ("train", "plan", "jobs", "logs", "cancel", "env")
+COMMANDS = ("train", "plan", "chat", "eval", "jobs", "logs", "cancel", "env")
 
 DESCRIPTION = """\
 Fine-tune LLMs with one interface over LLaMA-Factory, alpaca-lora, FlagEmbedding and CoLLiE,
@@ -26,6 +26,8 @@ run on this machine or on SLURM. Every command has a Python equivalent (see the 
 examples:
   lazytune train llamafactory --base models/tiny --target runs/sft --data train.json learning_rate=2e-4
   lazytune plan dummy --base models/tiny --target runs/try          # print files and argv, run nothing
+  lazytune chat runs/sft --prompt "Hello" --compare                 # base and fine-tuned answers
+  lazytune eval runs/sft --data heldout.json                        # did the fine-tune help?
   lazytune jobs                                                     # runs under the targets root
   lazytune logs <run> -f                                            # follow a run's logs
   lazytune cancel <run>                                             # stop a run and all its processes

@@ -4,7 +4,9 @@
 
 Builds a tiny random Qwen2-style model (lazytune/scripts/make_tiny_model.py, nothing downloaded) and a small
 built-in alpaca dataset under --out, then runs `finetune.llamafactory(...)(data)`: the same call you make with a
-real model. Needs the llamafactory environment (`lazytune env install llamafactory`).
+real model. Then it shows what training changed: a held-out prompt answered by the base and by the fine-tuned model
+(`lazytune chat --compare`), and both measured on the held-out records (`lazytune eval`). Needs the llamafactory
+environment (`lazytune env install llamafactory`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import launchers
 
-from . import finetune
+from . import finetune, runs
 from .backends.base import backend_python, script
 from .errors import LazytuneError
+from .evaluate import table
 
 MODEL_NAME = "Qwen2.5-tiny-demo"  # the folder name gives the `qwen` chat template
 OPTIONS = dict(num_train_epochs=4, per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=2e-3,
@@ -33,6 +36,11 @@ def demo_records() -> list[dict[str, str]]:
     records += [{"instruction": "Repeat the word", "input": w, "output": f"{w} {w}"} for w in words]
     records += [{"instruction": f"What comes after {i}?", "input": "", "output": str(i + 1)} for i in range(12)]
     return records
+
+
+def split_records(records: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(train, held out): every 8th record is kept out of training, for the comparison at the end."""
+    return ([r for i, r in enumerate(records) if i % 8 != 7], [r for i, r in enumerate(records) if i % 8 == 7])
 
 
 def build_model(folder: Path, python: str) -> Path:
@@ -61,16 +69,25 @@ def run(out: Path, stream: bool = False) -> dict:
     python = backend_python("llamafactory")
     check_environment(python)
     model = build_model(out / "model" / MODEL_NAME, python)
-    data = out / "data" / "alpaca_demo.json"
+    data, heldout = out / "data" / "alpaca_demo.json", out / "data" / "heldout.json"
     data.parent.mkdir(parents=True, exist_ok=True)
-    data.write_text(json.dumps(demo_records(), indent=1) + "\n", encoding="utf-8")
+    train_records, heldout_records = split_records(demo_records())
+    data.write_text(json.dumps(train_records, indent=1) + "\n", encoding="utf-8")
+    heldout.write_text(json.dumps(heldout_records, indent=1) + "\n", encoding="utf-8")
     trainer = finetune.llamafactory(model, out / "target", launcher=launchers.local(ngpus=0, stream=stream),
                                     overwrite=True, **OPTIONS)  # fmt: skip
     merged = trainer(data)
     manifest_path = out / "target" / "lazytune_run.json"
     manifest = json.loads(manifest_path.read_text())
+    # what training changed: one held-out prompt answered by both models, and both measured on the held-out records
+    run = runs.find_run(out / "target")
+    prompt = heldout_records[0]["instruction"]
+    cpu = launchers.local(ngpus=0, stream=False)
+    answers = run.chat(prompt, compare=True, max_new_tokens=16, launcher=cpu)
+    report = run.evaluate(heldout, launcher=cpu, progress="none")
     return {"merge": merged, "lora": str(trainer.target.lora), "final_loss": manifest["metrics"].get("final_loss"),
-            "seconds": manifest.get("seconds"), "manifest": str(manifest_path)}  # fmt: skip
+            "seconds": manifest.get("seconds"), "manifest": str(manifest_path), "prompt": prompt,
+            "expected": heldout_records[0]["output"], "answers": answers, "eval": report}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"LoRA adapter : {result['lora']}")
     print(f"final loss   : {result['final_loss']}")
     print(f"run manifest : {result['manifest']} ({result['seconds']} s)")
+    print(f"\nheld-out prompt : {result['prompt']!r} (reference answer: {result['expected']!r})")
+    print(f"base model      : {result['answers']['base']!r}")
+    print(f"fine-tuned      : {result['answers']['tuned']!r}")
+    print("(a 140k-parameter random model learns the format, not the words: the loss below shows what changed)")
+    print(f"\nbase vs fine-tuned on the {result['eval']['records']} held-out records (lazytune eval):")
+    print(table(result["eval"]))
+    print(f"\ntry: lazytune chat {Path(args.out) / 'target'}   |   lazytune eval {Path(args.out) / 'target'} "
+          f"--data {Path(args.out) / 'data' / 'heldout.json'} --generate")
     return 0
 
 

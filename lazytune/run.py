@@ -364,6 +364,35 @@ class Run:
         write_json_atomic(self.plan.target.manifest, data)
         write_json_atomic(self.path, data)
 
+    # -- after training (lazytune/evaluate.py) ----------------------------------------------------------------------
+    def chat(self, prompt: str | None = None, *, base: bool = False, compare: bool = False, system: str | None = None,
+             max_new_tokens: int = 128, launcher: Any = None) -> Any:
+        """The fine-tuned model's answer to `prompt` (base=True: the base model's; compare=True: {"base", "tuned"}).
+        Without a prompt: an `evaluate.ChatSession` that keeps the conversation (`.ask(text)`, `.reset()`)."""
+        from . import evaluate
+
+        model = evaluate.tuned_model(self)
+        kw = dict(base=base, compare=compare, system=system, max_new_tokens=max_new_tokens, launcher=launcher)
+        if prompt is None:
+            return evaluate.ChatSession(model, **kw)
+        answers = evaluate.chat(model, prompt, **kw)[0]
+        return answers if compare else next(iter(answers.values()))
+
+    def rank(self, query: str, passages: list[str], *, launcher: Any = None) -> list[dict[str, Any]]:
+        """Embedders / rerankers: each passage with its base and fine-tuned score, best fine-tuned score first."""
+        from . import evaluate
+
+        return evaluate.rank(evaluate.tuned_model(self), query, passages, launcher=launcher)
+
+    def evaluate(self, data: Any, *, max_samples: int | None = None, generate: bool = False, max_new_tokens: int = 64,
+                 launcher: Any = None, progress: str | None = None) -> dict[str, Any]:
+        """Base vs fine-tuned on `data` (training formats): {"base": {...}, "tuned": {...}, "change": {...}, ...},
+        saved to <target>/lazytune_eval/<time>.json."""
+        from . import evaluate
+
+        return evaluate.evaluate(evaluate.tuned_model(self), data, max_samples=max_samples, generate=generate,
+                                 max_new_tokens=max_new_tokens, launcher=launcher, progress=progress)
+
     # -- cancel --------------------------------------------------------------------------------------------------
     def cancel(self, timeout: float = 30.0) -> str:
         """Stop the run and every process it started; the manifest then says CANCELLED. Returns what was done."""

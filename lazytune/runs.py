@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .run import FINISHED, MANIFEST, CancelError, Run
 
 RUNS_DIR = "lazytune_runs"
-SKIP_DIRS = {"lazyllm_lora", "lazyllm_merge", RUNS_DIR, "node_modules", "__pycache__"}
+SKIP_DIRS = {"lazyllm_lora", "lazyllm_merge", RUNS_DIR, "lazytune_eval", "lazytune_chat", "node_modules", "__pycache__"}
 
 __all__ = ["FINISHED", "MANIFEST", "CancelError", "Run", "find_run", "find_runs"]
 

@@ -167,6 +167,12 @@ def test_demo_main_command(lf_python: str, tmp_path: Path) -> None:
     loss = float(proc.stdout.split("final loss   : ")[1].split()[0])
     first = json.loads((out / "target" / "lazyllm_lora" / "trainer_log.jsonl").read_text().splitlines()[0])["loss"]
     assert loss < first  # it learned something
+    # it ends by showing what training changed: a held-out prompt answered by both models, and the eval table
+    assert "held-out prompt : 'Spell the digit 7'" in proc.stdout
+    assert "\nbase model      : '" in proc.stdout and "\nfine-tuned      : '" in proc.stdout
+    table = proc.stdout.split("(lazytune eval):\n")[1].splitlines()
+    assert table[0].split() == ["metric", "base", "fine-tuned", "change"] and table[1].split()[0] == "loss"
+    assert float(table[1].split()[2]) < float(table[1].split()[1])  # tuned loss below base on held-out records
     assert check_merged(lf_python, out / "model" / "Qwen2.5-tiny-demo", out / "target" / "lazyllm_merge")["generated"]
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 
+from lazytune.evaluate import brief, latest_eval
 from lazytune.runs import find_runs
 
 HELP = "list runs (state, progress, loss) from the manifests under the targets root"
@@ -39,15 +40,21 @@ def run(args: argparse.Namespace) -> int:
     if args.last is not None:
         records = records[-args.last:] if args.last > 0 else []
     if args.json:
-        print(json.dumps([{**r.data, "state": r.state, "manifest": str(r.path)} for r in records], indent=2))
+        print(json.dumps([{**r.data, "state": r.state, "manifest": str(r.path), "latest_eval": latest_eval(r.target)}
+                          for r in records], indent=2))  # fmt: skip
         return 0
-    rows = [("RUN", "BACKEND", "STATE", "STEP", "LOSS", "STARTED", "TARGET")]
+    rows = [("RUN", "BACKEND", "STATE", "STEP", "LOSS", "EVAL", "STARTED", "TARGET")]
+    evals: dict = {}  # target -> its latest `lazytune eval` (shown on the run it evaluated)
     for r in records:
         p = r.progress()
         loss = p.get("final_loss")
         started = r.data.get("started")
+        if r.target not in evals:
+            evals[r.target] = latest_eval(r.target)
+        report = evals[r.target]
+        shown = brief(report) if report and report.get("run_id") == r.run_id else "-"
         rows.append((
-            r.run_id, r.backend, r.state, _progress(p), f"{loss:.4g}" if isinstance(loss, (int, float)) else "-",
+            r.run_id, r.backend, r.state, _progress(p), f"{loss:.4g}" if isinstance(loss, (int, float)) else "-", shown,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "-", str(r.target),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
