@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lazytune.backends.auto import backend as auto_backend
 from tests.helpers import lf_data
 from tests.helpers.embed import write_triples
 
@@ -97,6 +98,8 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LazyllmMachine:
     bin_dir = fake_bin(tmp_path / "bin", gpus=8)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # an 8 x H100 box's host RAM (finetune.auto checks the training processes and the CPU merge fit it), not this one's
+    monkeypatch.setattr(auto_backend, "_ram_gb", lambda: 2048.0)
     monkeypatch.setenv("LAZYTUNE_MODEL_PATH", str(m.models))
     monkeypatch.setenv("LAZYTUNE_DATA_PATH", str(m.data))
     monkeypatch.setenv("LAZYTUNE_TRAIN_TARGET_ROOT", str(m.targets))
