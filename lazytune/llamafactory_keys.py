@@ -36,8 +36,10 @@ ALIASES = {"lora_rank": ("lora_r",), "additional_target": ("modules_to_save",), 
 
 #: Options of lazytune's own (not LLaMA-Factory keys).
 OWN_OPTIONS = (
-    Option("validate_data", bool, None, "read every record of the data files before starting (default: files "
-           "under 512 MB; bigger ones are checked from their head only)"),
+    Option("validate_data", bool, None, "no effect: every record of every data file is read when planning (the "
+           "scan is cached, so re-planning an unchanged file is instant)"),
+    Option("strict_data", bool, False, "fail before training when LLaMA-Factory would skip any record (bad role "
+           "order, ...) instead of noting it in the plan"),
 )  # fmt: skip
 
 #: Lower bounds LF leaves to a crash deep in training (inclusive).

@@ -325,20 +325,23 @@ def test_multimodal_and_system_columns_pass_through(tmp_path: Path) -> None:
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>What?"},
                                              {"role": "assistant", "content": "A cat."}],
                                 "images": ["cat.png"], "system": "Be brief.", "tools": "[]"}) + "\n")  # fmt: skip
-    info = json.loads(file_of(plan_of(tmp_path, data), "dataset_info.json"))["mm"]
+    (tmp_path / "cat.png").write_bytes(b"png")
+    plan = plan_of(tmp_path, data)
+    assert yaml.safe_load(file_of(plan, "train.yaml"))["media_dir"] == str(tmp_path)
+    info = json.loads(file_of(plan, "dataset_info.json"))["mm"]
     assert info["formatting"] == "sharegpt"
     assert info["columns"] == {"messages": "messages", "system": "system", "tools": "tools", "images": "images"}
     tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
     assert info["tags"] == tags
 
 
-def test_big_files_are_checked_from_the_head_only_unless_asked(tmp_path: Path) -> None:
+def test_every_record_is_read_whatever_validate_data_says(tmp_path: Path) -> None:
     data = tmp_path / "late-error.jsonl"
     lines = [json.dumps({"instruction": f"q{i}", "output": "a"}) for i in range(100)] + ["{not json"]
     data.write_text("\n".join(lines) + "\n")
-    plan_of(tmp_path, data, validate_data=False)  # head only: fine
-    with pytest.raises(DataError, match="line 101"):
-        plan_of(tmp_path, data)  # small file: every record is read
+    for validate in (False, None):
+        with pytest.raises(DataError, match="line 101"):
+            plan_of(tmp_path, data, **({} if validate is None else {"validate_data": validate}))
 
 
 def test_url_data_is_fetched_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,8 +23,8 @@ import yaml
 
 from launchers import Launcher, Step
 
-from ..dataset_info import dataset_info
-from ..errors import ConfigError, OptionsError, OptionTypeError, UnknownOptionError
+from ..dataset_info import DatasetEntry, dataset_info, lf_skips, media_dir
+from ..errors import ConfigError, DataError, OptionsError, OptionTypeError, UnknownOptionError
 from ..gpu_table import supports_bf16
 from ..llamafactory_keys import (
     MANAGED,
@@ -135,6 +135,7 @@ class LlamafactoryFinetune(Finetune):
     def build(self, plan: Plan) -> None:
         o = dict(plan.options)
         validate = o.pop("validate_data", None)
+        strict = o.pop("strict_data", False)
         stage = o["stage"]
         if stage == "orpo":  # LF runs ORPO as the dpo stage with the orpo loss
             o["stage"], o["pref_loss"] = "dpo", "orpo"
@@ -149,6 +150,11 @@ class LlamafactoryFinetune(Finetune):
         self._precision(o, plan)
         entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
         plan.files += files
+        media = media_dir(entries, o.get("media_dir"))
+        if media is not None:
+            o["media_dir"] = str(media)
+            plan.notes.append(f"media_dir: {media} (image/video/audio paths of the data are relative to it)")
+        self._skips(entries, plan, strict)
         keys = lf_keys()["train"]
         train = {
             "model_name_or_path": str(plan.base_model),
@@ -195,6 +201,20 @@ class LlamafactoryFinetune(Finetune):
             argv = [python, script("copy_model.py"), "--src", str(plan.target.lora), "--dst", str(plan.target.merge)]
             plan.steps.append(Step("copy", argv, log=logs / "copy.log"))
         plan.result = plan.target.merge
+
+    @staticmethod
+    def _skips(entries: list[DatasetEntry], plan: Plan, strict: bool) -> None:
+        """Records LF's converter will skip are named in the plan (strict_data=True: refused)."""
+        problems = []
+        for e in entries:
+            if e.scan is None:
+                continue
+            for reason, count, line in lf_skips(e.scan, e.kind, e.info):
+                problems.append(f"{e.source}: LLaMA-Factory will skip {count} of {e.scan.records} record(s): {reason} "
+                                f"(first at line {line})")  # fmt: skip
+        if problems and strict:
+            raise DataError("strict_data=True and some records would not be trained on:\n  " + "\n  ".join(problems))
+        plan.notes += problems
 
     @staticmethod
     def _ppo_compat(train: dict[str, Any]) -> None:
