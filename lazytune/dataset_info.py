@@ -77,6 +77,14 @@ def describe(scan: Scan) -> tuple[str, dict[str, Any]]:
         return "text", {"columns": {"prompt": "text"}}
     if "instruction" in cols or "output" in cols or "chosen" in cols:
         return _alpaca(scan, cols, media)
+    v1 = sorted(cols & {"chosen_messages", "rejected_messages"})
+    if v1:
+        first = scan.line(min(scan.columns[v1[0]].values()))
+        raise DataError(
+            f"columns {v1} are the preference format of LLaMA-Factory's v1 engine (data/v1_dpo_demo.jsonl), which "
+            "`llamafactory-cli train` (v0.9.5) does not read; write 'conversations' + 'chosen' + 'rejected' "
+            "(sharegpt) or 'instruction' + 'chosen' + 'rejected' (alpaca)", path, first,
+        )  # fmt: skip
     raise DataError(
         f"cannot tell the data format from the columns {sorted(cols)} of the records; expected alpaca "
         "(instruction/input/output), sharegpt (conversations or messages), preference pairs (chosen/rejected), "
