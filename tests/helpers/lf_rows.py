@@ -18,11 +18,10 @@ import tempfile
 
 def main() -> int:
     jobs = json.load(open(sys.argv[1], encoding="utf-8"))
-    from transformers import Seq2SeqTrainingArguments
-
     from llamafactory.data.loader import _load_single_dataset
     from llamafactory.data.parser import get_dataset_list
     from llamafactory.hparams import DataArguments, ModelArguments
+    from transformers import Seq2SeqTrainingArguments
 
     out = {}
     work = tempfile.mkdtemp(prefix="lf-rows-")
