@@ -3,7 +3,7 @@
     python -m benchmarks.bench_scan [--sizes 10MB,200MB] [--gb] [--repeats 3] [--keep-data]
 
 For generated alpaca files (JSON lines and one JSON array) each measurement runs in a fresh process:
-  scan     lazytune.datascan.scan without its cache (orjson, streaming, every record checked)
+  scan     lazytune.datascan.scan without its cache (msgspec, streaming, every record checked)
   stdlib   the bare stdlib parse of the same file: `json.loads` per line for JSON lines, `json.loads` of the whole
            file for a JSON array (no checks at all; the array is held in memory whole)
   cached   datascan.scan of the unchanged file once its scan is cached (what re-planning costs)
