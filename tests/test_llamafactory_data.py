@@ -202,3 +202,23 @@ def test_scan_is_cached_until_the_file_changes(tmp_path: Path, monkeypatch) -> N
     write_records(path, [{"instruction": "q", "output": "a", "system": "s"}] * 5, jsonl=True)
     assert "system" in datascan.scan(path).columns
     assert describe(datascan.scan(path))[1]["columns"]["system"] == "system"
+
+
+# ------------------------------------------------------------------------------------ tokenized_path
+def test_tokenized_path_is_keyed_by_data_and_tokenization_settings(tmp_path: Path) -> None:
+    a = write_records(tmp_path / "a.json", [{"instruction": "q", "output": "a"}] * 3)
+    b = write_records(tmp_path / "b.json", [{"instruction": "other", "output": "data"}] * 3)
+    cache = tmp_path / "tok"
+
+    def tok(data: Path, **kw) -> str:
+        plan = plan_of(tmp_path, data, tokenized_path=str(cache), **kw)
+        path = yaml.safe_load(file_of(plan, "train.yaml"))["tokenized_path"]
+        assert any("tokenized_path" in n for n in plan.notes)
+        return path
+
+    first = tok(a)
+    assert Path(first).parent == cache
+    assert tok(a) == first  # same data, same settings: LF may reuse it
+    assert tok(b) != first  # other data never reuses it
+    assert tok(a, cutoff_len=64) != first  # nor other tokenization settings
+    assert tok(a, learning_rate=1e-3) == first  # training-only settings don't matter

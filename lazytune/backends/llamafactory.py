@@ -14,6 +14,7 @@ NPROC_PER_NODE=2 llamafactory-cli train`, without LF re-splitting the command li
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -166,6 +167,10 @@ class LlamafactoryFinetune(Finetune):
         }
         if stage == "ppo":
             self._ppo_compat(train)
+        if train.get("tokenized_path"):
+            train["tokenized_path"] = _tokenized_path(train, entries, keys, plan)
+            plan.notes.append(f"tokenized_path: {train['tokenized_path']} (a folder per data and tokenization "
+                              "settings: LF reuses whatever tokenization it finds there)")  # fmt: skip
         train_yaml = plan.run_dir / "train.yaml"
         plan.files.append(FileSpec(train_yaml, _dump(train, f"llamafactory-cli train {train_yaml}")))
         python, logs, env = self.python(), plan.run_dir / "logs", _environment(self.env_name)
@@ -264,6 +269,25 @@ class LlamafactoryFinetune(Finetune):
         if out["final_loss"] is None and "train_loss" in results:
             out["final_loss"] = results["train_loss"]
         return out
+
+
+def _tokenized_path(train: dict[str, Any], entries: list[DatasetEntry], keys: dict[str, Any], plan: Plan) -> str:
+    """`<tokenized_path>/<key>`: the key hashes what shapes LF's tokenized data (the data files' identity, their
+    dataset entries, the tokenizer files, stage, template and every data/model argument), so a later run reuses a
+    tokenization only when it would have made the same one."""
+    shaping = {k: v for k, v in train.items()
+               if k in ("stage", "template", "model_name_or_path", "media_dir")
+               or keys.get(k, {}).get("group") in ("DataArguments", "ModelArguments")}  # fmt: skip
+    shaping.pop("tokenized_path", None)
+    shaping.pop("dataset_dir", None)  # the run folder: differs per run, its content is in the entries below
+    ident = []
+    for e in entries:
+        st = e.source.stat()
+        ident.append([str(e.source), st.st_size, st.st_mtime_ns, st.st_ino, e.info | {"file_name": ""}])
+    tokenizer = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in plan.base_model.glob("*token*"))
+    blob = json.dumps([shaping, ident, tokenizer], sort_keys=True, default=str)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return str(Path(str(train["tokenized_path"])).expanduser().resolve() / key)
 
 
 def _render(key: str, value: Any, keys: dict[str, Any]) -> Any:
