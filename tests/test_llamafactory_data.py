@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import lazytune.datascan as datascan
-from lazytune import DataError
+from lazytune import ConfigError, DataError
 from lazytune.data import iter_records
 from lazytune.dataset_info import describe, entry_for
 from tests.helpers.lf_data import write_records
@@ -222,3 +222,26 @@ def test_tokenized_path_is_keyed_by_data_and_tokenization_settings(tmp_path: Pat
     assert tok(b) != first  # other data never reuses it
     assert tok(a, cutoff_len=64) != first  # nor other tokenization settings
     assert tok(a, learning_rate=1e-3) == first  # training-only settings don't matter
+
+
+# ------------------------------------------------------------------------------------ merges LF can do
+def test_merges_lf_can_and_cannot_do(tmp_path: Path) -> None:
+    from tests.test_llamafactory_plan import model_folder
+
+    data = write_records(tmp_path / "a.json", [{"instruction": "q", "output": "a"}] * 3)
+    oft = plan_of(tmp_path, data, finetuning_type="oft")
+    assert [s.name for s in oft.steps] == ["train", "export"]
+    assert yaml.safe_load(file_of(oft, "export.yaml"))["finetuning_type"] == "oft"
+
+    gptq = model_folder(tmp_path / "q", "Qwen2.5-0.5B-GPTQ")
+    (gptq / "config.json").write_text('{"model_type": "qwen2", "quantization_config": {"quant_method": "gptq"}}')
+    plan = plan_of(tmp_path, data, model=gptq)
+    assert [s.name for s in plan.steps] == ["train"] and plan.result == plan.target.lora
+    assert any("no merge step" in n for n in plan.notes)
+    with pytest.raises(ConfigError, match="Cannot merge adapters to a quantized model"):
+        plan_of(tmp_path, data, model=gptq, merge_path=tmp_path / "merged")
+
+    export_cfg = tmp_path / "export.yaml"
+    export_cfg.write_text("export_quantization_bit: 4\nexport_quantization_dataset: data/c4_demo.jsonl\n")
+    with pytest.raises(ConfigError, match="Please merge adapters before quantizing"):
+        plan_of(tmp_path, data, export_config_path=export_cfg)

@@ -165,7 +165,7 @@ def test_keys_lazytune_sets_are_refused_with_what_to_use(tmp_path: Path) -> None
         finetune.llamafactory(model_folder(tmp_path), tmp_path / "t", output_dir="/x")
 
 
-def test_config_path_is_validated_and_overrides_template(tmp_path: Path) -> None:
+def test_config_path_is_validated_and_is_the_whole_config(tmp_path: Path) -> None:
     cfg = tmp_path / "my.yaml"
     cfg.write_text("learning_rate: 3.0e-5\nnum_train_epoch: 2\nmodel_name_or_path: /somewhere\n")
     typo = rf"'num_train_epoch' for llamafactory; did you mean 'num_train_epochs'.*{cfg.name}"
@@ -175,8 +175,11 @@ def test_config_path_is_validated_and_overrides_template(tmp_path: Path) -> None
     t = finetune.llamafactory(model_folder(tmp_path), tmp_path / "t", config_path=cfg, lora_rank=4)
     assert t.options["learning_rate"] == 3e-5 and t.options["lora_rank"] == 4  # keywords win over the file
     plan = t.plan(lf_data.alpaca(tmp_path / "a.json"))
-    assert yaml.safe_load(file_of(plan, "train.yaml"))["model_name_or_path"] != "/somewhere"
+    train = yaml.safe_load(file_of(plan, "train.yaml"))
+    assert train["model_name_or_path"] != "/somewhere"
     assert any("model_name_or_path" in n for n in plan.notes)
+    assert "lora_dropout" not in train and "cutoff_len" not in train  # no template values under the user's config
+    assert any("lazytune sets 'dataset'" in n for n in plan.notes)
 
 
 def test_export_config_path_is_validated(tmp_path: Path) -> None:

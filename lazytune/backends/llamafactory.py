@@ -91,6 +91,7 @@ class LlamafactoryFinetune(Finetune):
         self.export_config_path = Path(export_config_path).expanduser() if export_config_path else None
         self.ignored: list[tuple[Path, str]] = []  # (config file, key lazytune sets itself)
         self.export_options: dict[str, Any] = {}
+        self.merge_asked = merge_path is not None or self.export_config_path is not None
         super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
     @classmethod
@@ -101,17 +102,20 @@ class LlamafactoryFinetune(Finetune):
         """sft.yaml, then config_path, then keywords (each checked); export YAMLs likewise."""
         keys = lf_keys()
         spec = option_spec(keys)
-        base = load_yaml(config_dir() / "sft.yaml", "template")
-        sources = [(base, "sft.yaml")]
-        if self.config_path:
+        if self.config_path:  # the user's config is the whole config: no template values underneath
             user = load_yaml(self.config_path, "config_path")
+            _check_training_config(user, self.config_path)
             self.ignored = [(self.config_path, k) for k in user if k in MANAGED]
-            sources.append(({k: v for k, v in user.items() if k not in MANAGED}, str(self.config_path)))
+            sources = [({k: v for k, v in user.items() if k not in MANAGED}, str(self.config_path))]
+        else:
+            sources = [(load_yaml(config_dir() / "sft.yaml", "template"), "sft.yaml")]
         sources.append((kw, ""))
         merged: dict[str, Any] = {}
         for values in _validate_all(spec, sources):
             merged.update(values)
         merged = {k: v for k, v in merged.items() if v is not None}
+        for key in ("stage", "finetuning_type"):  # what LF itself uses when a config leaves them out
+            merged.setdefault(key, keys["train"][key]["default"])
 
         allowed = export_keys(keys)
         export_spec = OptionSpec("llamafactory", [o for o in spec if o.name in allowed])
@@ -127,8 +131,12 @@ class LlamafactoryFinetune(Finetune):
         problems = []
         if merged.get("stage") == "ppo" and not merged.get("reward_model"):
             problems.append("stage 'ppo' needs reward_model=<folder of a reward model or adapter>")
-        if merged.get("quantization_bit") and merged.get("finetuning_type") != "lora":
-            problems.append("quantization_bit (QLoRA) works with finetuning_type='lora' only")
+        if merged.get("quantization_bit") and merged.get("finetuning_type") not in ("lora", "oft"):
+            problems.append("quantization_bit (QLoRA / QOFT) works with finetuning_type='lora' or 'oft' only")
+        if self.export_options.get("export_quantization_bit") and merged.get("finetuning_type") in ("lora", "oft"):
+            problems.append("export_quantization_bit: LLaMA-Factory refuses to quantize while merging an adapter "
+                            "(\"Please merge adapters before quantizing the model\"); quantize the merged model in a "
+                            "separate `llamafactory-cli export` run")  # fmt: skip
         raise_problems(self.name, problems)
         return merged
 
@@ -140,14 +148,18 @@ class LlamafactoryFinetune(Finetune):
         stage = o["stage"]
         if stage == "orpo":  # LF runs ORPO as the dpo stage with the orpo loss
             o["stage"], o["pref_loss"] = "dpo", "orpo"
-        try:
-            o["template"] = template_for(plan.base_model, o.get("template"))
-        except ConfigError:
-            if stage != "pt" or o.get("template"):
-                raise
-            o["template"] = "empty"  # pretraining on raw text uses no chat format
-            plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
-        check_tokenizer(plan.base_model, o["template"], bool(o.get("resize_vocab")))
+        if self.config_path and not o.get("template"):  # the config is the whole config: LF picks the template
+            plan.notes.append(f"{self.config_path}: no 'template': LLaMA-Factory uses the tokenizer's chat template "
+                              "(else 'empty')")  # fmt: skip
+        else:
+            try:
+                o["template"] = template_for(plan.base_model, o.get("template"))
+            except ConfigError:
+                if stage != "pt" or o.get("template"):
+                    raise
+                o["template"] = "empty"  # pretraining on raw text uses no chat format
+                plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
+            check_tokenizer(plan.base_model, o["template"], bool(o.get("resize_vocab")))
         self._precision(o, plan)
         entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
         plan.files += files
@@ -183,13 +195,31 @@ class LlamafactoryFinetune(Finetune):
             plan.steps.append(Step("train", argv, log=logs / "train.log", env=env, distributed=True))
         for path, name in self.ignored:
             plan.notes.append(f"{path}: {name!r} is replaced by lazytune's value")
+        if self.config_path:
+            given = {name for _path, name in self.ignored}
+            for key in ("model_name_or_path", "dataset", "dataset_dir", "output_dir", "do_train", "media_dir",
+                        "tokenized_path"):  # fmt: skip
+                if key in train and key not in given and key != "do_train":
+                    plan.notes.append(f"{self.config_path}: lazytune sets {key!r}: {train[key]}")
 
-        if o["finetuning_type"] == "lora":
+        quantized = _quantization_method(plan.base_model)
+        if o["finetuning_type"] in ("lora", "oft") and quantized:
+            if self.merge_asked:
+                raise ConfigError(
+                    f"the base model is quantized ({quantized}, config.json quantization_config): LLaMA-Factory cannot "
+                    "merge an adapter into it (\"Cannot merge adapters to a quantized model\"); leave out merge_path "
+                    "and export_config_path: the adapter is the result"
+                )  # fmt: skip
+            plan.notes.append(f"base model quantized ({quantized}): no merge step, the adapter in {plan.target.lora} "
+                              "is the result (LLaMA-Factory cannot merge into a quantized model)")  # fmt: skip
+            plan.result = plan.target.lora
+            return
+        if o["finetuning_type"] in ("lora", "oft"):
             export = {
                 "model_name_or_path": str(plan.base_model),
                 "adapter_name_or_path": str(plan.target.lora),
-                "template": o["template"],
-                "finetuning_type": "lora",
+                **({"template": o["template"]} if o.get("template") else {}),
+                "finetuning_type": o["finetuning_type"],  # LF's export merges LoRA and OFT adapters alike
                 **({"trust_remote_code": o["trust_remote_code"]} if "trust_remote_code" in o else {}),
                 **({"stage": "rm"} if o["stage"] == "rm" else {}),  # export copies the reward model's value head
                 **{k: _render(k, v, keys) for k, v in o.items() if k.startswith("export_")},
@@ -239,7 +269,7 @@ class LlamafactoryFinetune(Finetune):
             if o.get("quantization_bit"):
                 raise ConfigError("quantization_bit (QLoRA, bitsandbytes) needs a CUDA GPU; this launcher runs on CPU")
             return
-        if not chosen and not any(k in o for k in PRECISION_KEYS):
+        if not chosen and not any(k in o for k in PRECISION_KEYS) and not self.config_path:
             o["bf16" if supports_bf16(topo.gpu_name) else "fp16"] = True
             plan.notes.append(f"precision: {'bf16' if o.get('bf16') else 'fp16'} for {topo.gpu_name or 'GPU'}")
 
@@ -250,8 +280,10 @@ class LlamafactoryFinetune(Finetune):
     def check_outputs(self, plan: Plan) -> list[str]:
         problems = []
         lora, merge = plan.target.lora, plan.target.merge
-        if plan.options["finetuning_type"] == "lora" and not (lora / "adapter_config.json").is_file():
+        if plan.options["finetuning_type"] in ("lora", "oft") and not (lora / "adapter_config.json").is_file():
             problems.append(f"no adapter_config.json in {lora}")
+        if plan.result == lora:  # no merge step (quantized base): the adapter is the result
+            return problems
         if not (merge / "config.json").is_file():
             problems.append(f"no config.json in {merge}")
         if not any(merge.glob("*.safetensors")) and not any(merge.glob("*.bin")):
@@ -269,6 +301,37 @@ class LlamafactoryFinetune(Finetune):
         if out["final_loss"] is None and "train_loss" in results:
             out["final_loss"] = results["train_loss"]
         return out
+
+
+def _check_training_config(user: dict[str, Any], path: Path) -> None:
+    """config_path must be a training config: LF's export, inference and predict-only configs are refused with what
+    to do instead (they would otherwise be planned as a training run with LF's defaults)."""
+    if user.get("do_train") or "stage" in user:
+        if user.get("do_predict") and not user.get("do_train"):
+            raise ConfigError(f"{path}: a predict-only config (do_predict without do_train); lazytune runs training "
+                              "(with evaluation via val_size), not prediction alone yet")  # fmt: skip
+        return
+    if user.get("do_predict"):
+        raise ConfigError(f"{path}: a predict-only config (do_predict without do_train); lazytune runs training "
+                          "(with evaluation via val_size), not prediction alone yet")  # fmt: skip
+    if "export_dir" in user or any(k.startswith("export_") for k in user):
+        raise ConfigError(f"{path}: an export (merge) config for `llamafactory-cli export`, not a training config; "
+                          "pass it as export_config_path= (lazytune sets model, adapter and export_dir)")  # fmt: skip
+    if "infer_backend" in user or "adapter_name_or_path" in user:
+        raise ConfigError(f"{path}: an inference config for `llamafactory-cli chat` / `api` (no 'stage', no "
+                          "'do_train'), not a training config; lazytune trains: give a config with stage/do_train")
+
+
+def _quantization_method(model: Path) -> str | None:
+    """The quant_method of a pre-quantized model (GPTQ, AWQ, AQLM, ... in config.json), else None."""
+    try:
+        config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    if not isinstance(quant, dict):
+        return None
+    return str(quant.get("quant_method") or "quantized")
 
 
 def _tokenized_path(train: dict[str, Any], entries: list[DatasetEntry], keys: dict[str, Any], plan: Plan) -> str:
