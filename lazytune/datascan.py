@@ -176,7 +176,7 @@ def _fast_lines(path: Path, size: int | None = None) -> Iterator[tuple[Sequence[
 def _careful_batches(records: Iterator[tuple[int, Any]], after: int, ordinal: bool = False
                      ) -> Iterator[tuple[Sequence[int], list]]:
     """Go on with the careful stdlib reader from the position after `after`: it raises the precise error (with
-    the line), or reads what orjson refused but the stdlib accepts (NaN, Infinity)."""
+    the line), or reads what msgspec refused but the stdlib accepts (NaN, Infinity)."""
     for n, (line, rec) in enumerate(records, 1):
         pos = n if ordinal else line
         if pos > after:
