@@ -230,13 +230,13 @@ def test_merges_lf_can_and_cannot_do(tmp_path: Path) -> None:
 
     data = write_records(tmp_path / "a.json", [{"instruction": "q", "output": "a"}] * 3)
     oft = plan_of(tmp_path, data, finetuning_type="oft")
-    assert [s.name for s in oft.steps] == ["train", "export"]
+    assert [s.name for s in oft.steps] == ["data", "train", "export"]
     assert yaml.safe_load(file_of(oft, "export.yaml"))["finetuning_type"] == "oft"
 
     gptq = model_folder(tmp_path / "q", "Qwen2.5-0.5B-GPTQ")
     (gptq / "config.json").write_text('{"model_type": "qwen2", "quantization_config": {"quant_method": "gptq"}}')
     plan = plan_of(tmp_path, data, model=gptq)
-    assert [s.name for s in plan.steps] == ["train"] and plan.result == plan.target.lora
+    assert [s.name for s in plan.steps] == ["data", "train"] and plan.result == plan.target.lora
     assert any("no merge step" in n for n in plan.notes)
     with pytest.raises(ConfigError, match="Cannot merge adapters to a quantized model"):
         plan_of(tmp_path, data, model=gptq, merge_path=tmp_path / "merged")

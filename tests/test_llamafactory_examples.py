@@ -85,10 +85,10 @@ def test_example_plans_as_lf_runs_it_or_is_refused(tmp_path: Path, data: Path, n
         assert key in notes
     steps = [s.name for s in plan.steps]
     if "quantization_config" in (model / "config.json").read_text():
-        assert steps == ["train"] and plan.result == plan.target.lora and "no merge step" in notes
+        assert steps == ["data", "train"] and plan.result == plan.target.lora and "no merge step" in notes
     elif train.get("finetuning_type", "lora") in ("lora", "oft"):
-        assert steps == ["train", "export"]
+        assert steps == ["data", "train", "export"]
         export = yaml.safe_load(file_of(plan, "export.yaml"))
         assert export["finetuning_type"] == train.get("finetuning_type", "lora")
     else:
-        assert steps == ["train", "copy"]
+        assert steps == ["data", "train", "copy"]

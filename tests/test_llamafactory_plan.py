@@ -113,14 +113,14 @@ def test_plan_writes_nothing_and_yaml_is_valid(tmp_path: Path) -> None:
     assert "max_samples" not in train and not {"fp16", "bf16"} & set(train)  # no truncation, fp32 on CPU
     export = yaml.safe_load(file_of(plan, "export.yaml"))
     assert export["export_legacy_format"] is False and export["export_dir"] == str(tmp_path / "target/lazyllm_merge")
-    assert [s.name for s in plan.steps] == ["train", "export"] and plan.steps[0].distributed
+    assert [s.name for s in plan.steps] == ["data", "train", "export"] and plan.steps[1].distributed
     assert plan.result == tmp_path / "target" / "lazyllm_merge"
 
 
 def test_full_and_freeze_copy_instead_of_export(tmp_path: Path) -> None:
     for kind in ("full", "freeze"):
         plan = plan_of(tmp_path, lf_data.alpaca(tmp_path / "a.json"), finetuning_type=kind)
-        assert [s.name for s in plan.steps] == ["train", "copy"]
+        assert [s.name for s in plan.steps] == ["data", "train", "copy"]
         assert not any(f.path.name == "export.yaml" for f in plan.files)
 
 

@@ -44,6 +44,7 @@ from ..templates import check_tokenizer, template_for
 from .base import Finetune, backend_python, script
 
 PRECISION_KEYS = ("fp16", "bf16", "pure_bf16")
+DATA_REPORT = "data_report.json"  # written by the data step (scripts/lf_data_check.py): LF's own row accounting
 
 
 def _environment(env_name: str) -> dict[str, str]:
@@ -191,6 +192,8 @@ class LlamafactoryFinetune(Finetune):
             argv = [backend_python(ppo_env), script("lf_ppo.py"), str(train_yaml)]
             plan.steps.append(Step("train", argv, log=logs / "train.log", env=_environment(ppo_env), distributed=True))
         else:  # what `llamafactory-cli train` runs; under torchrun when the launcher starts several processes
+            check = [python, script("lf_data_check.py"), str(train_yaml), str(plan.run_dir / DATA_REPORT)]
+            plan.steps.append(Step("data", check + (["--strict"] if strict else []), log=logs / "data.log", env=env))
             argv = [python, "-m", "llamafactory.launcher", str(train_yaml)]
             plan.steps.append(Step("train", argv, log=logs / "train.log", env=env, distributed=True))
         for path, name in self.ignored:
@@ -298,9 +301,27 @@ class LlamafactoryFinetune(Finetune):
         except (OSError, ValueError):
             results = {}
         out.update({k: results[k] for k in ("train_loss", "train_runtime", "epoch") if k in results})
+        data = _data_report(plan)
+        if data:
+            out["data"] = data
         if out["final_loss"] is None and "train_loss" in results:
             out["final_loss"] = results["train_loss"]
         return out
+
+
+def _data_report(plan: Plan) -> dict[str, Any] | None:
+    """records_in per file and examples_trained, from the data step's report (None when it did not run)."""
+    try:
+        report = json.loads((plan.run_dir / DATA_REPORT).read_text(encoding="utf-8"))
+        info = json.loads((plan.run_dir / "dataset_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    sets = report.get("datasets", {})
+    return {
+        "records_in": {info.get(name, {}).get("file_name", name): d["records"] for name, d in sets.items()},
+        "examples_trained": report.get("examples_trained"),
+        "dropped": {name: d["drops"] for name, d in sets.items() if d.get("drops")},
+    }
 
 
 def _check_training_config(user: dict[str, Any], path: Path) -> None:
