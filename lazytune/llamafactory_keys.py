@@ -26,7 +26,8 @@ MANAGED = {
     "export_dir": "pass merge_path (default <target>/lazyllm_merge)",
     "dataset": "pass the data files when calling the trainer: trainer('data.json')",
     "dataset_dir": "pass the data files when calling the trainer: trainer('data.json')",
-    "eval_dataset": "evaluation data files are not supported by lazytune yet (use val_size to split the data)",
+    "eval_dataset": "pass the evaluation files when calling the trainer: trainer('train.json', 'val.json') (or "
+                    "val_size to split the training data)",
     "adapter_name_or_path": "not supported for training by lazytune yet (the export step sets it)",
     "do_train": "always true for training",
 }

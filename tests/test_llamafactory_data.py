@@ -245,3 +245,21 @@ def test_merges_lf_can_and_cannot_do(tmp_path: Path) -> None:
     export_cfg.write_text("export_quantization_bit: 4\nexport_quantization_dataset: data/c4_demo.jsonl\n")
     with pytest.raises(ConfigError, match="Please merge adapters before quantizing"):
         plan_of(tmp_path, data, export_config_path=export_cfg)
+
+
+# ------------------------------------------------------------------------------------ eval data
+def test_second_file_is_eval_data_as_in_lazyllm(tmp_path: Path) -> None:
+    from lazytune import finetune
+    from tests.test_llamafactory_plan import cpu, model_folder
+
+    train = write_records(tmp_path / "train.json", [{"instruction": "q", "output": "a"}] * 4)
+    val = write_records(tmp_path / "val.json", [{"instruction": "q2", "output": "b"}] * 2)
+    trainer = finetune.llamafactory(model_folder(tmp_path), tmp_path / "t", launcher=cpu())
+    plan = trainer.plan(train, val)
+    cfg = yaml.safe_load(file_of(plan, "train.yaml"))
+    assert cfg["dataset"] == "train" and cfg["eval_dataset"] == "val" and cfg["do_eval"] is True
+    assert set(json.loads(file_of(plan, "dataset_info.json"))) == {"train", "val"}
+    assert plan.data == [train.resolve()] and any("eval_dataset" in n for n in plan.notes)
+    bad = write_records(tmp_path / "bad.json", [{"instruction": "q"}])
+    with pytest.raises(DataError, match=r"bad\.json.*missing 'output'"):
+        trainer.plan(train, bad)

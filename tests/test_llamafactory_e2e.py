@@ -210,3 +210,12 @@ def test_rows_lf_drops_are_counted_and_strict_data_stops_before_training(lf_pyth
     proc = subprocess.run([lf_python, script("lf_data_check.py"), str(run_dir / "train.yaml"),
                            str(tmp_path / "report.json"), "--strict"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 3 and "1 skipped by LF's converter" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_trainset_and_valset_evaluates_on_the_second_file(model: Path, tmp_path: Path) -> None:
+    """LazyLLM's `trainer(trainset, valset)`: the second file is LF's eval_dataset and is evaluated."""
+    target = tmp_path / "with-eval"
+    trainer = finetune.llamafactory(model, target, launcher=quiet(), **FAST)
+    trainer(lf_data.alpaca(tmp_path / "train.json"), lf_data.alpaca(tmp_path / "val.json", n=4))
+    results = json.loads((target / "lazyllm_lora" / "eval_results.json").read_text())
+    assert isinstance(results["eval_loss"], float)

@@ -24,6 +24,7 @@ import yaml
 
 from launchers import Launcher, Step
 
+from ..data import resolve_data
 from ..dataset_info import DatasetEntry, dataset_info, lf_skips, media_dir
 from ..errors import ConfigError, DataError, OptionsError, OptionTypeError, UnknownOptionError
 from ..gpu_table import supports_bf16
@@ -41,7 +42,7 @@ from ..options import OptionSpec, raise_problems
 from ..plan import FileSpec, Plan
 from ..run import __version__
 from ..templates import check_tokenizer, template_for
-from .base import Finetune, backend_python, script
+from .base import DataArg, Finetune, backend_python, script
 
 PRECISION_KEYS = ("fp16", "bf16", "pure_bf16")
 DATA_REPORT = "data_report.json"  # written by the data step (scripts/lf_data_check.py): LF's own row accounting
@@ -93,6 +94,7 @@ class LlamafactoryFinetune(Finetune):
         self.ignored: list[tuple[Path, str]] = []  # (config file, key lazytune sets itself)
         self.export_options: dict[str, Any] = {}
         self.merge_asked = merge_path is not None or self.export_config_path is not None
+        self._eval_files: list[Path] = []  # set only while plan() runs (the files given as eval_data)
         super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
     @classmethod
@@ -142,6 +144,19 @@ class LlamafactoryFinetune(Finetune):
         return merged
 
     # -- plan ------------------------------------------------------------------------------------------------------
+    def plan(self, data: DataArg = None, eval_data: DataArg = None) -> Plan:
+        """The Plan; `eval_data` (files, like `data`) becomes LF's eval_dataset."""
+        self._eval_files = resolve_data(eval_data) if eval_data is not None else []
+        try:
+            return super().plan(data)
+        finally:
+            self._eval_files = []
+
+    def __call__(self, data: DataArg = None, eval_data: DataArg = None) -> Any:
+        """Train (and merge) on `data`, evaluating on `eval_data`: LazyLLM's `trainer(trainset, valset)`."""
+        run = self.start(data, plan=self.plan(data, eval_data))
+        return run.wait() if self.launcher.sync else run
+
     def build(self, plan: Plan) -> None:
         o = dict(plan.options)
         validate = o.pop("validate_data", None)
@@ -162,19 +177,28 @@ class LlamafactoryFinetune(Finetune):
                 plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
             check_tokenizer(plan.base_model, o["template"], bool(o.get("resize_vocab")))
         self._precision(o, plan)
-        entries, files = dataset_info(plan.data, stage, plan.run_dir, validate)
+        eval_files = getattr(self, "_eval_files", [])
+        entries, files = dataset_info([*plan.data, *eval_files], stage, plan.run_dir, validate)
+        entries, eval_entries = entries[: len(plan.data)], entries[len(plan.data) :]
         plan.files += files
-        media = media_dir(entries, o.get("media_dir"))
+        if eval_entries:
+            if not o.get("eval_strategy") and "do_eval" not in o:
+                o["do_eval"] = True  # else LF loads the eval data and never evaluates
+            plan.notes.append(f"eval_dataset: {', '.join(str(e.source) for e in eval_entries)} (evaluated "
+                              + ("per eval_strategy" if o.get("eval_strategy") else "after training; set "
+                                 "eval_strategy='steps' and eval_steps to evaluate during it") + ")")  # fmt: skip
+        media = media_dir([*entries, *eval_entries], o.get("media_dir"))
         if media is not None:
             o["media_dir"] = str(media)
             plan.notes.append(f"media_dir: {media} (image/video/audio paths of the data are relative to it)")
-        self._skips(entries, plan, strict)
+        self._skips([*entries, *eval_entries], plan, strict)
         keys = lf_keys()["train"]
         train = {
             "model_name_or_path": str(plan.base_model),
             "do_train": True,
             **{k: _render(k, v, keys) for k, v in o.items() if not k.startswith("export_")},
             "dataset": ",".join(e.name for e in entries),
+            **({"eval_dataset": ",".join(e.name for e in eval_entries)} if eval_entries else {}),
             "dataset_dir": str(plan.run_dir),
             "output_dir": str(plan.target.lora),
         }
