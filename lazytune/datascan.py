@@ -63,13 +63,20 @@ class Scan:
     media: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def line(self, pos: int) -> int:
-        """The line number of a position (re-reads a JSON array up to that record: only for error messages)."""
-        if self.format != "json":
-            return pos
+        """The line number of a position (re-reads a JSON array up to that record: only for messages)."""
+        return self.lines([pos])[pos]
+
+    def lines(self, positions: list[int]) -> dict[int, int]:
+        """Line numbers of several positions, in one read of a JSON array up to the last of them."""
+        if self.format != "json" or not positions:
+            return {p: p for p in positions}
+        wanted, last, out = set(positions), max(positions), {}
         for n, (line, _) in enumerate(_iter_json_array(Path(self.path)), 1):
-            if n == pos:
-                return line
-        return pos
+            if n in wanted:
+                out[n] = line
+            if n >= last:
+                break
+        return {p: out.get(p, p) for p in positions}
 
     def first_without(self, names: tuple[str, ...]) -> int | None:
         """First position of a record where every column in `names` is missing, null or empty."""

@@ -265,7 +265,8 @@ def lf_skips(scan: Scan, kind: str, info: dict[str, Any]) -> list[tuple[str, int
             entry = found.setdefault(reason, [0, pos])
             entry[0] += count
             entry[1] = min(entry[1], pos)
-    return [(reason, count, scan.line(pos)) for reason, (count, pos) in found.items()]
+    lines = scan.lines([pos for _count, pos in found.values()])
+    return [(reason, count, lines[pos]) for reason, (count, pos) in found.items()]
 
 
 def entry_for(path: Path, name: str, stage: str, links_dir: Path, validate: bool | None = None) -> DatasetEntry:
