@@ -3,8 +3,10 @@
     merged = finetune.llamafactory("models/Qwen2.5-0.5B-Instruct", "runs/sft", num_train_epochs=2)("train.json")
 
 Keywords are LLaMA-Factory's own keys (checked against keys.json, typos fail with did-you-mean) over our template
-configs/llama_factory/sft.yaml; `config_path` / `export_config_path` YAMLs are checked the same way. The run folder
-gets train.yaml, export.yaml and dataset_info.json: `llamafactory-cli train <run>/train.yaml` by hand does the same.
+configs/llama_factory/sft.yaml; a `config_path` YAML replaces that template (it is the whole config), and it and
+`export_config_path` are checked the same way. The run folder gets train.yaml, export.yaml and dataset_info.json:
+`llamafactory-cli train <run>/train.yaml` by hand does the same. Before training, a `data` step runs LF's own loader
+on that data and records how many records LF keeps (scripts/lf_data_check.py).
 
 Several processes (GPUs, or `launchers.local(nproc=2)` on CPU with gloo): the train step is `python -m
 llamafactory.launcher train.yaml`, the module LF's own FORCE_TORCHRUN path starts under torchrun, and the launcher
