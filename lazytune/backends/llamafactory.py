@@ -342,6 +342,8 @@ def _data_report(plan: Plan) -> dict[str, Any] | None:
         info = json.loads((plan.run_dir / "dataset_info.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if "error" in report:
+        return {"error": report["error"]}
     sets = report.get("datasets", {})
     return {
         "records_in": {info.get(name, {}).get("file_name", name): d["records"] for name, d in sets.items()},

@@ -11,12 +11,20 @@ REPORT_JSON: per dataset the records read, the examples kept, and the drops by r
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 
 import yaml
 
 DATA_STAGE = {"dpo": "rm", "orpo": "rm", "rm": "rm", "kto": "kto", "ppo": "ppo", "pt": "pt", "sft": "sft"}
 IGNORE_INDEX = -100
+HARDWARE_KEYS = {"deepspeed", "fsdp", "fsdp_config", "bf16", "fp16", "pure_bf16", "tf32", "quantization_bit",
+                 "quantization_method", "quantization_type", "double_quantization", "quantization_device_map",
+                 "use_badam", "use_galore", "use_apollo", "load_best_model_at_end", "pissa_init", "use_kt",
+                 "use_unsloth", "use_unsloth_gc", "enable_liger_kernel", "flash_attn", "resume_from_checkpoint",
+                 "ddp_timeout", "ray_run_name", "ray_storage_path", "ray_num_workers", "resources_per_worker",
+                 "placement_strategy", "use_ray", "optim"}  # fmt: skip
 SHOW = 5
 
 
@@ -37,17 +45,29 @@ def invalid(row: dict, stage: str) -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # one CPU process: LF's checks for multi-GPU runs do not apply
     train_yaml, report_path = argv[0], argv[1]
     strict = "--strict" in argv[2:]
     args = yaml.safe_load(open(train_yaml, encoding="utf-8"))
+    # One process, no GPU, nothing written: keys that only shape the hardware side of training would make LF's
+    # argument checks refuse a single CPU process (DeepSpeed, FSDP, bf16, quantization, ...); data is unaffected.
+    args = {k: v for k, v in args.items() if k not in HARDWARE_KEYS}
+    args.update(report_to="none", output_dir=tempfile.mkdtemp(prefix="lazytune-data-check-"))
     from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.data.loader import _get_merged_dataset, _get_preprocessed_dataset
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
-    model_args, data_args, training_args, _finetuning, _generating = get_train_args(args)
-    tokenizer_module = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    try:
+        model_args, data_args, training_args, _finetuning, _generating = get_train_args(args)
+        tokenizer_module = load_tokenizer(model_args)
+        template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    except Exception as exc:  # noqa: BLE001 - the check is informative unless strict; training decides
+        with open(report_path, "w", encoding="utf-8") as f:
+            json.dump({"error": f"{type(exc).__name__}: {exc}"}, f)
+        print(f"lazytune data check: could not set up LF's loader ({type(exc).__name__}: {exc}); not counted",
+              flush=True)  # fmt: skip
+        return 3 if strict else 0
     stage = DATA_STAGE.get(args.get("stage", "sft"), "sft")
     report: dict = {"stage": args.get("stage", "sft"), "datasets": {}, "records_in": 0, "examples_trained": 0}
     for name in data_args.dataset or []:
