@@ -162,6 +162,8 @@ class LlamafactoryFinetune(Finetune):
     def build(self, plan: Plan) -> None:
         o = dict(plan.options)
         validate = o.pop("validate_data", None)
+        if validate is not None:
+            plan.notes.append("validate_data has no effect: every record of every data file is read when planning")
         strict = o.pop("strict_data", False)
         stage = o["stage"]
         if stage == "orpo":  # LF runs ORPO as the dpo stage with the orpo loss
