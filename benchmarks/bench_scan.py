@@ -1,6 +1,6 @@
 """The whole-file data scan that decides a LLaMA-Factory dataset entry, side by side with a bare stdlib loop.
 
-    python -m benchmarks.bench_scan [--sizes 10MB,200MB] [--gb] [--repeats 3] [--keep-data]
+    python -m benchmarks.bench_scan [--sizes 10MB,200MB] [--gb] [--formats jsonl,json] [--repeats 3] [--keep-data]
 
 For generated alpaca files (JSON lines and one JSON array) each measurement runs in a fresh process:
   scan     lazytune.datascan.scan without its cache (msgspec, streaming, every record checked)
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10MB,200MB")
     ap.add_argument("--gb", action="store_true", help="also a 2 GB file of each format")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--formats", default="jsonl,json", help="jsonl, json or both (a 2 GB JSON array makes the "
+                    "stdlib side hold ~10 GB)")
     ap.add_argument("--keep-data", action="store_true")
     ap.add_argument("--data-dir", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for size in sizes:
-            for fmt in ("jsonl", "json"):
+            for fmt in args.formats.split(","):
                 path = generate(work / f"alpaca-{size >> 20}MB.{fmt}", fmt, size)
                 mb = path.stat().st_size / (1 << 20)
                 runs: dict[str, list[dict]] = {"scan": [], "stdlib": [], "cached": []}

@@ -263,3 +263,20 @@ def test_second_file_is_eval_data_as_in_lazyllm(tmp_path: Path) -> None:
     bad = write_records(tmp_path / "bad.json", [{"instruction": "q"}])
     with pytest.raises(DataError, match=r"bad\.json.*missing 'output'"):
         trainer.plan(train, bad)
+
+
+def test_predict_only_config_predicts_into_the_target_without_merge(tmp_path: Path) -> None:
+    example = Path(__file__).parent / "fixtures" / "llamafactory" / "examples" / "extras" / "nlg_eval"
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    cfg = yaml.safe_load((example / "llama3_lora_predict.yaml").read_text())
+    cfg["adapter_name_or_path"] = str(adapter)
+    path = tmp_path / "predict.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    data = write_records(tmp_path / "ask.json", [{"instruction": "q", "output": "a"}] * 3)
+    plan = plan_of(tmp_path, data, config_path=path)
+    assert [s.name for s in plan.steps] == ["predict"] and plan.result == plan.target.root / "predictions"
+    pred = yaml.safe_load(file_of(plan, "predict.yaml"))
+    assert pred["do_predict"] is True and "do_train" not in pred and pred["eval_dataset"] == "ask"
+    assert pred["adapter_name_or_path"] == str(adapter) and pred["predict_with_generate"] is True
+    assert pred["output_dir"] == str(plan.target.root / "predictions")

@@ -219,3 +219,24 @@ def test_trainset_and_valset_evaluates_on_the_second_file(model: Path, tmp_path:
     trainer(lf_data.alpaca(tmp_path / "train.json"), lf_data.alpaca(tmp_path / "val.json", n=4))
     results = json.loads((target / "lazyllm_lora" / "eval_results.json").read_text())
     assert isinstance(results["eval_loss"], float)
+
+
+def test_predict_only_config_writes_predictions_into_the_target(lf_python: str, model: Path, tmp_path: Path) -> None:
+    """A config like LF's nlg_eval/llama3_lora_predict.yaml: no training, no merge, predictions in the target."""
+    probe = subprocess.run([lf_python, "-c", "import jieba, nltk, rouge_chinese"], capture_output=True, timeout=120)
+    if probe.returncode:  # LF's predict_with_generate scores with them (LF's `metrics` extra)
+        pytest.skip("the llamafactory env lacks jieba / nltk / rouge-chinese (LF's metrics extra)")
+    trained = tmp_path / "trained"
+    finetune.llamafactory(model, trained, launcher=quiet(), **FAST)(lf_data.alpaca(tmp_path / "a.json"))
+    cfg = {"adapter_name_or_path": str(trained / "lazyllm_lora"), "stage": "sft", "do_predict": True,
+           "finetuning_type": "lora", "template": "qwen", "cutoff_len": 64, "max_new_tokens": 4,
+           "per_device_eval_batch_size": 2, "predict_with_generate": True, "report_to": "none"}  # fmt: skip
+    path = tmp_path / "predict.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    target = tmp_path / "predicted"
+    result = finetune.llamafactory(model, target, launcher=quiet(), config_path=path)(
+        lf_data.alpaca(tmp_path / "ask.json", n=4))
+    assert result == str(target / "predictions")
+    lines = (target / "predictions" / "generated_predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "predict" in json.loads(lines[0])
+    assert not (target / "lazyllm_merge").exists()

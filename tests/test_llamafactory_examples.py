@@ -22,7 +22,7 @@ SET_BY_LAZYTUNE = {"model_name_or_path", "dataset", "dataset_dir", "output_dir",
 REFUSED = {  # example -> why lazytune refuses it at plan time (what LF does with it, in words)
     "extras/fp8/llama3_fp8_fsdp_sft.yaml": "unknown option 'fsdp_transformer_layer_cls_to_wrap'",  # LF's parser too
     "extras/multi_tokens/tokens_cfg.yaml": "unknown option",  # a token list for add_special_tokens, not a config
-    "extras/nlg_eval/llama3_lora_predict.yaml": "predict-only config",
+    "extras/nlg_eval/llama3_lora_predict.yaml": "adapter_name_or_path 'saves/llama3-8b/lora/sft' is not a folder",
     "inference/qwen3.yaml": "an inference config",
     "inference/qwen3_full_sft.yaml": "an inference config",
     "inference/qwen3_lora_sft.yaml": "an inference config",

@@ -97,6 +97,8 @@ class LlamafactoryFinetune(Finetune):
         self.export_options: dict[str, Any] = {}
         self.merge_asked = merge_path is not None or self.export_config_path is not None
         self._eval_files: list[Path] = []  # set only while plan() runs (the files given as eval_data)
+        self.predict_only = False  # config_path with do_predict and no do_train: predictions, no training
+        self.predict_adapter: str | None = None
         super().__init__(base_model, target_path, merge_path, launcher=launcher, overwrite=overwrite, **kw)
 
     @classmethod
@@ -109,7 +111,13 @@ class LlamafactoryFinetune(Finetune):
         spec = option_spec(keys)
         if self.config_path:  # the user's config is the whole config: no template values underneath
             user = load_yaml(self.config_path, "config_path")
-            _check_training_config(user, self.config_path)
+            self.predict_only = _check_training_config(user, self.config_path)
+            if self.predict_only:  # the adapter to predict with is the config's own; the data are the eval data
+                adapter = user.pop("adapter_name_or_path", None)
+                user.pop("eval_dataset", None)
+                if adapter and not Path(str(adapter)).expanduser().is_dir():
+                    raise ConfigError(f"{self.config_path}: adapter_name_or_path {adapter!r} is not a folder")
+                self.predict_adapter = str(Path(str(adapter)).expanduser().resolve()) if adapter else None
             self.ignored = [(self.config_path, k) for k in user if k in MANAGED]
             sources = [({k: v for k, v in user.items() if k not in MANAGED}, str(self.config_path))]
         else:
@@ -181,6 +189,9 @@ class LlamafactoryFinetune(Finetune):
                 plan.notes.append("template: 'empty' (stage pt on a model whose chat template is unknown)")
             check_tokenizer(plan.base_model, o["template"], bool(o.get("resize_vocab")))
         self._precision(o, plan)
+        if self.predict_only:
+            self._build_predict(plan, o, strict)
+            return
         eval_files = getattr(self, "_eval_files", [])
         entries, files = dataset_info([*plan.data, *eval_files], stage, plan.run_dir, validate)
         entries, eval_entries = entries[: len(plan.data)], entries[len(plan.data) :]
@@ -268,6 +279,33 @@ class LlamafactoryFinetune(Finetune):
             plan.steps.append(Step("copy", argv, log=logs / "copy.log"))
         plan.result = plan.target.merge
 
+    def _build_predict(self, plan: Plan, o: dict[str, Any], strict: bool) -> None:
+        """A predict-only config: LF predicts on the data files (its eval_dataset) with the config's adapter; the
+        predictions land in <target>/predictions; no training, no merge."""
+        entries, files = dataset_info(plan.data, o["stage"], plan.run_dir)
+        plan.files += files
+        media = media_dir(entries, o.get("media_dir"))
+        if media is not None:
+            o["media_dir"] = str(media)
+        self._skips(entries, plan, strict)
+        keys, out = lf_keys()["train"], plan.target.root / "predictions"
+        cfg = {
+            "model_name_or_path": str(plan.base_model),
+            **({"adapter_name_or_path": self.predict_adapter} if self.predict_adapter else {}),
+            **{k: _render(k, v, keys) for k, v in o.items() if not k.startswith("export_")},
+            "eval_dataset": ",".join(e.name for e in entries),
+            "dataset_dir": str(plan.run_dir),
+            "output_dir": str(out),
+        }
+        path = plan.run_dir / "predict.yaml"
+        plan.files.append(FileSpec(path, _dump(cfg, f"llamafactory-cli train {path}")))
+        argv = [self.python(), "-m", "llamafactory.launcher", str(path)]
+        plan.steps.append(Step("predict", argv, log=plan.run_dir / "logs" / "predict.log",
+                               env=_environment(self.env_name), distributed=True))  # fmt: skip
+        plan.notes.append(f"predict only: {', '.join(str(e.source) for e in entries)} -> {out} "
+                          "(generated_predictions.jsonl); no training, no merge")  # fmt: skip
+        plan.result = out
+
     @staticmethod
     def _skips(entries: list[DatasetEntry], plan: Plan, strict: bool) -> None:
         """Records LF's converter will skip are named in the plan (strict_data=True: refused)."""
@@ -309,6 +347,9 @@ class LlamafactoryFinetune(Finetune):
         return plan.target.lora / "trainer_log.jsonl"
 
     def check_outputs(self, plan: Plan) -> list[str]:
+        if self.predict_only:
+            out = plan.target.root / "predictions" / "generated_predictions.jsonl"
+            return [] if out.is_file() else [f"no predictions ({out})"]
         problems = []
         lora, merge = plan.target.lora, plan.target.merge
         if plan.options["finetuning_type"] in ("lora", "oft") and not (lora / "adapter_config.json").is_file():
@@ -323,6 +364,11 @@ class LlamafactoryFinetune(Finetune):
 
     def metrics(self, plan: Plan) -> dict[str, Any]:
         """Final loss and steps from LF's trainer_log.jsonl (train_results.json when no step was logged)."""
+        if self.predict_only:
+            try:
+                return json.loads((plan.target.root / "predictions" / "predict_results.json").read_text())
+            except (OSError, ValueError):
+                return {}
         out = super().metrics(plan)
         try:
             results = json.loads((plan.target.lora / "train_results.json").read_text())
@@ -354,23 +400,20 @@ def _data_report(plan: Plan) -> dict[str, Any] | None:
     }
 
 
-def _check_training_config(user: dict[str, Any], path: Path) -> None:
-    """config_path must be a training config: LF's export, inference and predict-only configs are refused with what
-    to do instead (they would otherwise be planned as a training run with LF's defaults)."""
+def _check_training_config(user: dict[str, Any], path: Path) -> bool:
+    """config_path must be a training or a predict-only config (True for predict-only): LF's export and inference
+    configs are refused with what to do instead (they would otherwise be planned as a training run)."""
+    if user.get("do_predict") and not user.get("do_train"):
+        return True
     if user.get("do_train") or "stage" in user:
-        if user.get("do_predict") and not user.get("do_train"):
-            raise ConfigError(f"{path}: a predict-only config (do_predict without do_train); lazytune runs training "
-                              "(with evaluation via val_size), not prediction alone yet")  # fmt: skip
-        return
-    if user.get("do_predict"):
-        raise ConfigError(f"{path}: a predict-only config (do_predict without do_train); lazytune runs training "
-                          "(with evaluation via val_size), not prediction alone yet")  # fmt: skip
+        return False
     if "export_dir" in user or any(k.startswith("export_") for k in user):
         raise ConfigError(f"{path}: an export (merge) config for `llamafactory-cli export`, not a training config; "
                           "pass it as export_config_path= (lazytune sets model, adapter and export_dir)")  # fmt: skip
     if "infer_backend" in user or "adapter_name_or_path" in user:
         raise ConfigError(f"{path}: an inference config for `llamafactory-cli chat` / `api` (no 'stage', no "
                           "'do_train'), not a training config; lazytune trains: give a config with stage/do_train")
+    return False
 
 
 def _quantization_method(model: Path) -> str | None:
