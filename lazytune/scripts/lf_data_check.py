@@ -10,8 +10,10 @@ REPORT_JSON: per dataset the records read, the examples kept, and the drops by r
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -52,7 +54,9 @@ def main(argv: list[str]) -> int:
     # One process, no GPU, nothing written: keys that only shape the hardware side of training would make LF's
     # argument checks refuse a single CPU process (DeepSpeed, FSDP, bf16, quantization, ...); data is unaffected.
     args = {k: v for k, v in args.items() if k not in HARDWARE_KEYS}
-    args.update(report_to="none", output_dir=tempfile.mkdtemp(prefix="lazytune-data-check-"))
+    scratch = tempfile.mkdtemp(prefix="lazytune-data-check-")  # LF may write its logging folder there
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    args.update(report_to="none", output_dir=scratch)
     from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.data.loader import _get_merged_dataset, _get_preprocessed_dataset
     from llamafactory.hparams import get_train_args
