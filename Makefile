@@ -8,11 +8,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LAZYTUNE := $(VENV)/bin/lazytune
-# Backend environments the tests need (collie is installed too: its import is tested; training needs a GPU).
-TEST_ENVS ?= llamafactory llamafactory-ppo alpacalora flagembedding collie
+# Backend environments the tests need (collie: its import is tested, training needs a GPU; lazyllm: the LazyLLM client
+# that drives lazytune in tests/test_lazyllm_client.py).
+TEST_ENVS ?= llamafactory llamafactory-ppo alpacalora flagembedding collie lazyllm
 PYTEST_ARGS ?=
 
-.PHONY: setup envs demo test lint bench slurm-start slurm-stop clean
+.PHONY: setup envs demo test lint bench slurm-start slurm-stop clean gpu-check gpu-wheels
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,16 @@ test: setup lint envs
 bench: setup
 	$(LAZYTUNE) env install llamafactory
 	$(PY) -m benchmarks.run
+
+# On a machine with an NVIDIA GPU (offline is fine): every gpu-marked test + the GPU benchmark, one JSON + a table
+# (benchmarks/gpu_check.py). GPU_PYTHON is the Python that has torch with CUDA; DRY_RUN=1 prints the commands only.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) -m benchmarks.gpu_check --python "$$(command -v $(GPU_PYTHON))" $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_ARGS)
+
+# On a machine with a package index: the wheels the GPU machine lacks, into .whl/ (HAVE=<its pip freeze>).
+gpu-wheels:
+	$(PYTHON) -m benchmarks.gpu_wheels $(if $(HAVE),--have $(HAVE))
 
 slurm-start:
 	bash tests/slurm/start.sh

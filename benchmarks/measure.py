@@ -21,7 +21,7 @@ def peak_mb() -> float:
 
 def main(argv: list[str]) -> int:
     what, data, work = argv[0], Path(argv[1]), Path(argv[2])
-    from lazytune.dataset_info import dataset_info
+    from lazytune.backends.llamafactory.dataset_info import dataset_info
 
     if what == "plan":
         from lazytune import finetune

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lazytune.dataset_info import VALIDATE_BELOW
+from lazytune.backends.llamafactory.dataset_info import VALIDATE_BELOW
 
 from .datagen import generate
 

@@ -18,6 +18,7 @@ class Topology:
     gpus_per_node: int = 0
     gpu_name: str | None = None
     gpu_memory_gb: float | None = None
+    compute_capability: float | None = None  # of the GPUs (8.0 and up compute in bf16); None: not known
 
     @property
     def world_size(self) -> int:
@@ -47,6 +48,10 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def submit(self, steps: Sequence[Step], name: str) -> Job:
         """Start the steps and return at once."""
+
+    def problems(self) -> list[str]:
+        """What makes this launcher unable to run a job as configured (checked when a plan is made); [] when fine."""
+        return []
 
     def run(self, steps: Sequence[Step], name: str) -> Job:
         """Start the steps; wait for them when this launcher is synchronous."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 
 QUERY = "index,uuid,name,memory.total,memory.used,memory.free"
 NVIDIA_SMI_ARGV = ("nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader,nounits")
+# compute_cap is known to drivers from 510 on; older ones refuse the whole query, so it is asked for separately.
+CAP_QUERY = "index,compute_cap"
+NVIDIA_SMI_CAP_ARGV = ("nvidia-smi", f"--query-gpu={CAP_QUERY}", "--format=csv,noheader,nounits")
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,7 @@ class Gpu:
     memory_total_mib: int
     memory_used_mib: int
     memory_free_mib: int
+    compute_cap: float | None = None  # e.g. 8.0 for A100, 9.0 for H100; None when the driver does not say
 
     @property
     def memory_total_gb(self) -> float:
@@ -50,17 +55,38 @@ def parse_nvidia_smi(output: str) -> list[Gpu]:
     return gpus
 
 
-def query_nvidia_smi(timeout: float = 20) -> list[Gpu]:
-    """All GPUs nvidia-smi reports; [] where there is no nvidia-smi or it fails (no driver)."""
-    if shutil.which(NVIDIA_SMI_ARGV[0]) is None:
-        return []
+def parse_compute_caps(output: str) -> dict[int, float]:
+    """{index: compute capability} from `nvidia-smi --query-gpu=index,compute_cap` ('[N/A]' lines left out)."""
+    caps = {}
+    for line in output.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit():
+            try:
+                caps[int(parts[0])] = float(parts[1])
+            except ValueError:
+                continue
+    return caps
+
+
+def _nvidia_smi(argv: Sequence[str], timeout: float) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
     try:
-        proc = subprocess.run(NVIDIA_SMI_ARGV, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def query_nvidia_smi(timeout: float = 20) -> list[Gpu]:
+    """All GPUs nvidia-smi reports, with their compute capability where the driver gives it; [] where there is
+    no nvidia-smi or it fails (no driver)."""
+    out = _nvidia_smi(NVIDIA_SMI_ARGV, timeout)
+    if out is None:
         return []
-    if proc.returncode != 0:
-        return []
-    return parse_nvidia_smi(proc.stdout)
+    gpus = parse_nvidia_smi(out)
+    caps = parse_compute_caps(_nvidia_smi(NVIDIA_SMI_CAP_ARGV, timeout) or "") if gpus else {}
+    return [dataclasses.replace(g, compute_cap=caps.get(g.index)) for g in gpus]
 
 
 def visible(gpus: Sequence[Gpu], cuda_visible_devices: str | None) -> list[Gpu]:

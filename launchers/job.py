@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import enum
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# A name component, so HF_TOKEN / WANDB_API_KEY / AWS_SECRET_ACCESS_KEY match but TOKENIZERS_PARALLELISM does not.
-# A credential word ending a name part: HF_TOKEN, OPENAI_API_KEY, PGPASSWORD, MY_APIKEY, but not TOKENIZERS_PARALLELISM.
-SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)S?(_|$)", re.IGNORECASE)
+from .secrets import mask_secret, redact
+
 LOG_TAIL_LINES = 40
 
 
@@ -23,6 +21,8 @@ class Step:
 
     `distributed=True` means the command is a Python program (``argv = [python, script.py | -m module, args...]``)
     that may be started as several processes; the launcher wraps it in torchrun when it runs more than one.
+    `torchrun=True` wraps it in torchrun even with one process: DeepSpeed (through LLaMA-Factory or the HF Trainer)
+    needs the distributed environment torchrun sets up, and without it LF refuses and the Trainer tries MPI.
     """
 
     name: str
@@ -31,6 +31,7 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     distributed: bool = False
+    torchrun: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str):
@@ -43,10 +44,17 @@ class Step:
         object.__setattr__(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
         if self.cwd is not None:
             object.__setattr__(self, "cwd", Path(self.cwd))
+        if self.torchrun and not self.distributed:
+            raise ValueError(f"step {self.name!r}: torchrun=True needs distributed=True (a Python program)")
+
+    def runs_torchrun(self, nproc_per_node: int, nnodes: int = 1) -> bool:
+        """Whether a launcher starting `nproc_per_node` processes on `nnodes` nodes runs this step under torchrun."""
+        return self.distributed and (self.torchrun or nproc_per_node * nnodes > 1)
 
     def describe(self) -> str:
         """Readable multi-line form: argv one item per line, env with secrets masked."""
-        lines = [f"step {self.name}" + (" (distributed)" if self.distributed else "")]
+        kind = " (distributed, under torchrun)" if self.torchrun else (" (distributed)" if self.distributed else "")
+        lines = [f"step {self.name}" + kind]
         lines += [f"  argv[{i}] = {a!r}" for i, a in enumerate(self.argv)]
         for k, v in sorted(self.env.items()):
             lines.append(f"  env {k}={mask_secret(k, v)!r}")
@@ -54,24 +62,6 @@ class Step:
             lines.append(f"  cwd = {str(self.cwd)!r}")
         lines.append(f"  log = {str(self.log)!r}")
         return "\n".join(lines)
-
-
-def mask_secret(name: str, value: str) -> str:
-    """Hide the value of variables whose name looks like a credential."""
-    return "***" if SECRET_NAME.search(name) else value
-
-
-def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
-    """Values of secret-named variables in `env` (default os.environ), longest first."""
-    env = os.environ if env is None else env
-    return sorted({v for k, v in env.items() if v and len(v) >= 4 and SECRET_NAME.search(k)}, key=len, reverse=True)
-
-
-def redact(text: str, env: Mapping[str, str] | None = None) -> str:
-    """Replace the values of secret-named variables appearing in `text` by ***."""
-    for value in secret_values(env):
-        text = text.replace(value, "***")
-    return text
 
 
 class JobState(str, enum.Enum):

@@ -15,7 +15,8 @@ import psutil
 
 from . import gpus as gpu_info
 from .base import Launcher, Topology
-from .job import Job, JobState, Step, redact, secret_values
+from .job import Job, JobState, Step
+from .secrets import redact, secret_values
 from .torchrun import torchrun_argv
 
 
@@ -148,8 +149,9 @@ class LocalJob(Job):
 class LocalLauncher(Launcher):
     """Run on this machine. `ngpus` GPUs with the most free memory are chosen (CPU when there are none).
 
-    `nproc` processes per distributed step (default: one per chosen GPU, or 1 on CPU); more than one starts
-    the step under torchrun (gloo on CPU).
+    `ngpus=0` runs on CPU even on a GPU host: the steps see no GPU (CUDA_VISIBLE_DEVICES=""). `nproc` processes
+    per distributed step (default: one per chosen GPU, or 1 on CPU); more than one starts the step under torchrun
+    (gloo on CPU). With GPUs, each process needs its own: more processes than chosen GPUs is an error.
     """
 
     def __init__(self, ngpus: int = 1, nproc: int | None = None, sync: bool = True, stream: bool = True,
@@ -184,20 +186,43 @@ class LocalLauncher(Launcher):
         chosen = self.chosen_gpus()
         nproc = self.nproc or max(1, len(chosen))
         first = chosen[0] if chosen else None
+        caps = [g.compute_cap for g in chosen]
         return Topology(
             nnodes=1, nproc_per_node=nproc, gpus_per_node=len(chosen),
             gpu_name=first.name if first else None, gpu_memory_gb=first.memory_total_gb if first else None,
+            # the weakest chosen GPU decides (mixed cards: bf16 only when all have it); None if any is unknown
+            compute_capability=min(caps) if chosen and None not in caps else None,  # type: ignore[type-var]
         )  # fmt: skip
 
-    def submit(self, steps: Sequence[Step], name: str, stream: bool | None = None) -> LocalJob:
-        topo = self.topology()
-        env = {**os.environ, **self.env}
+    def problems(self) -> list[str]:
+        chosen = self.chosen_gpus()
+        if chosen and self.nproc is not None and self.nproc > len(chosen):
+            return [f"nproc={self.nproc} but {len(chosen)} GPU(s) chosen (ngpus={self.ngpus}): each process needs "
+                    f"its own GPU (one GPU per process); pass ngpus={self.nproc} or nproc={len(chosen)}"]
+        return []
+
+    def environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The variables the steps get: `environ` (default os.environ), this launcher's env, and the GPU choice."""
+        environ = dict(os.environ if environ is None else environ)
+        env = {**environ, **self.env}
         chosen = self.chosen_gpus()
         if chosen:
-            env["CUDA_VISIBLE_DEVICES"] = gpu_info.cuda_visible_value(chosen, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            env["CUDA_VISIBLE_DEVICES"] = gpu_info.cuda_visible_value(chosen, environ.get("CUDA_VISIBLE_DEVICES"))
+            if env["CUDA_VISIBLE_DEVICES"].split(",")[0].isdigit():
+                env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # nvidia-smi's indices; CUDA's default order is fastest-first
+        else:  # CPU: the steps must not find a GPU (a "CPU" run on a GPU host would otherwise use cuda:0)
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        return env
+
+    def submit(self, steps: Sequence[Step], name: str, stream: bool | None = None) -> LocalJob:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        topo = self.topology()
+        env = self.environment()
         argvs = []
         for step in steps:
-            if step.distributed and topo.nproc_per_node > 1:
+            if step.runs_torchrun(topo.nproc_per_node):
                 # a step may pin its rendezvous port through its env (MASTER_PORT); else a free one is picked
                 argvs.append(torchrun_argv(step.argv, topo.nproc_per_node, master_port=step.env.get("MASTER_PORT")))
             else:

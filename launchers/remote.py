@@ -1,17 +1,15 @@
-"""`launchers.remote()`: the configured cluster launcher, or local when no scheduler is here (like submitit's
+"""`launchers.remote()`: SLURM when a scheduler is here and its controller answers, else local (like submitit's
 AutoExecutor).
 
-    LAZYTUNE_DEFAULT_LAUNCHER=slurm   # also: auto / remote (the same: slurm when present), local / empty
-    (unset: slurm when a scheduler is present, else local)
     launchers.remote(partition="debug", ngpus=1, time="1:00:00")
+    launchers.remote("local")      # names: slurm, auto / remote (slurm when it answers), local / empty
 
-With slurm configured but no `sbatch` on PATH, the job runs locally and the options only SLURM understands are
-dropped (one note on stderr says which).
+SLURM is chosen only when `sbatch` and `scontrol` are on PATH and `scontrol ping` answers within 3 s; otherwise the
+job runs locally, the options only SLURM understands are dropped, and one note on stderr says why.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping
@@ -20,13 +18,11 @@ from typing import Any
 from .base import Launcher
 from .local import LocalLauncher
 
-ENV_VAR = "LAZYTUNE_DEFAULT_LAUNCHER"
-DEFAULT = "slurm"
 CLUSTER_NAMES = ("slurm", "auto", "remote")
 LOCAL_NAMES = ("local", "empty")
 # Options of launchers.slurm that a local run has no use for.
-SLURM_ONLY = ("partition", "nnodes", "time", "cpus_per_task", "mem", "sbatch_args", "env_allow", "folder",
-              "poll_seconds")  # fmt: skip
+SLURM_ONLY = ("partition", "nnodes", "time", "cpus_per_task", "mem", "sbatch_args", "env_allow", "env_allow_prefixes",
+              "folder", "poll_seconds")  # fmt: skip
 
 
 def scheduler_present(which: Callable[[str], str | None] = shutil.which) -> bool:
@@ -34,21 +30,46 @@ def scheduler_present(which: Callable[[str], str | None] = shutil.which) -> bool
     return bool(which("sbatch")) and bool(which("scontrol"))
 
 
+def _controller_problem() -> str | None:
+    from .slurm import controller_problem
+
+    return controller_problem()
+
+
+def is_name(value: Any) -> bool:
+    """Whether `value` is a launcher name (`remote("local")` names the launcher; another string is a partition)."""
+    return isinstance(value, str) and value.strip().lower() in (*CLUSTER_NAMES, *LOCAL_NAMES)
+
+
+def check_name(name: str | None, source: str = "launcher=") -> str:
+    """The launcher name, normalised ('auto' when None); ValueError naming the known ones otherwise."""
+    name = (name or "auto").strip().lower()
+    if name not in (*CLUSTER_NAMES, *LOCAL_NAMES):
+        known = ", ".join((*CLUSTER_NAMES, *LOCAL_NAMES))
+        raise ValueError(f"{source}{name!r} is not a launcher this version knows (known: {known})")
+    return name
+
+
+def why_not_slurm(
+    which: Callable[[str], str | None] = shutil.which, ping: Callable[[], str | None] | None = None
+) -> str | None:
+    """None when SLURM can take jobs here, else why not (commands missing, controller not answering)."""
+    if not scheduler_present(which):
+        return "no SLURM scheduler found (sbatch not on PATH)"
+    problem = (ping or _controller_problem)()
+    return f"the SLURM controller does not answer ({problem})" if problem else None
+
+
 def resolve_name(
     launcher: str | None = None,
-    environ: Mapping[str, str] | None = None,
     which: Callable[[str], str | None] = shutil.which,
+    ping: Callable[[], str | None] | None = None,
 ) -> str:
-    """'slurm' or 'local': the asked or configured launcher, local when no scheduler is present."""
-    environ = os.environ if environ is None else environ
-    name = (launcher or environ.get(ENV_VAR) or DEFAULT).strip().lower()
+    """'slurm' or 'local': the asked launcher (default auto), local when SLURM cannot take jobs here."""
+    name = check_name(launcher)
     if name in LOCAL_NAMES:
         return "local"
-    if name not in CLUSTER_NAMES:
-        known = ", ".join((*CLUSTER_NAMES, *LOCAL_NAMES))
-        source = "launcher=" if launcher else f"{ENV_VAR}="
-        raise ValueError(f"{source}{name!r} is not a launcher this version knows (known: {known})")
-    return "slurm" if scheduler_present(which) else "local"
+    return "slurm" if why_not_slurm(which, ping) is None else "local"
 
 
 def local_kwargs(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -67,16 +88,16 @@ def local_kwargs(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def remote(launcher: str | None = None, **kwargs: Any) -> Launcher:
-    """The configured cluster launcher (`launcher=` or LAZYTUNE_DEFAULT_LAUNCHER, default slurm) built with
-    `kwargs`; a local launcher when no scheduler is present."""
-    name = resolve_name(launcher)
-    if name == "slurm":
+    """`launcher` (default auto: SLURM when it can take jobs here) built with `kwargs`; a local launcher, with a
+    note on stderr saying why, when SLURM cannot."""
+    name = check_name(launcher)
+    why = None if name in LOCAL_NAMES else why_not_slurm()
+    if name not in LOCAL_NAMES and why is None:
         from .slurm import SlurmLauncher
 
         return SlurmLauncher(**kwargs)
     local, dropped = local_kwargs(kwargs)
-    asked = (launcher or os.environ.get(ENV_VAR) or DEFAULT).strip().lower()
-    if asked not in LOCAL_NAMES:
+    if why is not None:
         note = f"; ignoring {', '.join(dropped)}" if dropped else ""
-        print(f"lazytune: no SLURM scheduler found (sbatch not on PATH), running locally{note}", file=sys.stderr)
+        print(f"lazytune: {why}: running locally{note}", file=sys.stderr)
     return LocalLauncher(**local)

@@ -25,25 +25,23 @@ import subprocess
 import sys
 import threading
 import time as _time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from .base import Launcher, Topology
-from .job import SECRET_NAME, Job, JobState, Step, redact, tail
-from .torchrun import split_python_argv, torchrun_argv
-
-# Variables of the submitting environment that jobs get (exact names, then name prefixes). Secret-looking names are
-# never taken through a prefix: only when named exactly in `env_allow` or given in `env=` / a step's env.
-DEFAULT_ENV_ALLOW: tuple[str, ...] = (
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
-    "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
-    "LD_LIBRARY_PATH", "CUDA_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM", "SLURM_CONF",
-)  # fmt: skip
-DEFAULT_ENV_ALLOW_PREFIXES: tuple[str, ...] = ("LAZYTUNE_", "HF_", "TRANSFORMERS_", "TORCH_", "PYTORCH_", "NCCL_")
-
-PARTITION_ENV = "LAZYTUNE_SLURM_PARTITION"  # the partition when none is given (read when a launcher is made)
+from .job import Job, JobState, Step, tail
+from .secrets import is_secret, redact
+from .slurm_script import (
+    DEFAULT_ENV_ALLOW,
+    DEFAULT_ENV_ALLOW_PREFIXES,
+    Resources,
+    _check_env_name,
+    _job_name,
+    render_batch_script,
+    sbatch_argv,
+)
 
 # SLURM job states (scontrol / sacct / squeue long names) -> JobState.
 SLURM_STATES: dict[str, JobState] = {
@@ -61,222 +59,10 @@ SLURM_STATES: dict[str, JobState] = {
 # What slurmstepd / the kernel write to the job's output when memory ran out.
 _OOM_MESSAGE = re.compile(r"Exceeded job memory limit|exceeded memory limit|oom-kill|Out Of Memory", re.IGNORECASE)
 
-# Placeholders for values only the batch shell knows; rendered as "${VAR}" (NUL cannot occur in a real argv).
-_NODE_ADDR_SED = r"""'s/.*NodeAddr=\([^ ]*\).*/\1/p'"""
-# Masks the values of the named variables in a step's output (names only ever appear in the script, never values).
-_REDACT_FUNCTION = r"""lazytune_redact() {  # usage: cmd | lazytune_redact 'NAME1 NAME2'
-    awk -v names="$1" 'BEGIN { n = split(names, k, " ") }
-    { for (i = 1; i <= n; i++) { v = ENVIRON[k[i]]; if (length(v) < 4) continue; out = ""; s = $0
-        while ((p = index(s, v)) > 0) { out = out substr(s, 1, p - 1) "***"; s = substr(s, p + length(v)) }
-        $0 = out s }
-      print; fflush() }'
-}"""
-_VAR = re.compile(r"\x00([A-Z_][A-Z0-9_]*)\x00")
-
-
-def shell_var(name: str) -> str:
-    """An argv fragment that the batch script expands at run time, e.g. ``f"--port={shell_var('MASTER_PORT')}"``."""
-    return f"\x00{name}\x00"
-
-
-def quote_arg(arg: str) -> str:
-    """shlex-quote one argv item; `shell_var` placeholders inside it become double-quoted expansions."""
-    parts = _VAR.split(arg)
-    if len(parts) == 1:
-        return shlex.quote(arg)
-    out = []
-    for i, part in enumerate(parts):
-        if i % 2:
-            out.append(f'"${{{part}}}"')
-        elif part:
-            out.append(shlex.quote(part))
-    return "".join(out)
-
-
-def quote_argv(argv: Iterable[str]) -> str:
-    """`shlex.join` that also understands `shell_var` placeholders."""
-    return " ".join(quote_arg(a) for a in argv)
-
-
-def _comment(text: str) -> str:
-    """Text safe inside a `#` comment (a newline would end the comment and start a command)."""
-    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _check_env_name(name: str) -> None:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(f"invalid environment variable name {name!r}")
-
-
-def is_secret(name: str) -> bool:
-    """Whether a variable name looks like a credential (TOKEN, KEY, SECRET, PASSWORD, ...)."""
-    return bool(SECRET_NAME.search(name))
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one job asks SLURM for."""
-
-    nnodes: int = 1
-    ntasks_per_node: int = 1
-    ngpus: int = 0
-    partition: str | None = None
-    time: str | None = None
-    cpus_per_task: int | None = None
-    mem: str | None = None
-
-
-def _job_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:100] or "lazytune"
-
-
-def _output_pattern(path: Path) -> str:
-    """sbatch expands %-patterns in --output; a path with '%' in it is written with '%%' (no backslash present)."""
-    text = str(path)
-    return text if "\\" in text else text.replace("%", "%%")
-
-
-def sbatch_argv(
-    script: Path,
-    name: str,
-    output: Path,
-    res: Resources,
-    export: Sequence[str],
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """The `sbatch --parsable ...` argv submitting `script` (options on the command line, not in #SBATCH lines)."""
-    argv = [
-        "sbatch", "--parsable", f"--job-name={_job_name(name)}", f"--output={_output_pattern(output)}",
-        f"--nodes={res.nnodes}", f"--ntasks-per-node={res.ntasks_per_node}",
-    ]  # fmt: skip
-    if res.ngpus:
-        argv.append(f"--gres=gpu:{res.ngpus}")
-    if res.partition:
-        argv.append(f"--partition={res.partition}")
-    if res.time:
-        argv.append(f"--time={res.time}")
-    if res.cpus_per_task:
-        argv.append(f"--cpus-per-task={res.cpus_per_task}")
-    if res.mem:
-        argv.append(f"--mem={res.mem}")
-    for n in export:
-        _check_env_name(n)
-    argv.append("--export=" + ",".join(export) if export else "--export=NONE")
-    argv += [str(a) for a in extra]
-    argv.append(str(script))
-    return argv
-
-
-def step_argv(step: Step, res: Resources) -> list[str]:
-    """The argv that runs `step` inside the allocation (torchrun / srun for distributed steps)."""
-    nproc = res.ntasks_per_node
-    if not step.distributed or (res.nnodes == 1 and nproc == 1):
-        return list(step.argv)
-    if res.nnodes == 1:
-        return torchrun_argv(step.argv, nproc, master_addr="127.0.0.1", master_port=shell_var("MASTER_PORT"))
-    python, rest = split_python_argv(step.argv)
-    srun = [
-        "srun", f"--nodes={res.nnodes}", f"--ntasks={res.nnodes}", "--ntasks-per-node=1",
-        f"--cpus-per-task={nproc * (res.cpus_per_task or 1)}", "--kill-on-bad-exit=1", "--export=ALL",
-    ]  # fmt: skip
-    if res.ngpus:
-        srun.append(f"--gres=gpu:{res.ngpus}")
-    # One torchrun per node; they meet at a c10d rendezvous on the first node (same command on every node).
-    torchrun = [
-        python, "-m", "torch.distributed.run", f"--nnodes={res.nnodes}", f"--nproc_per_node={nproc}",
-        "--rdzv_backend=c10d", f"--rdzv_endpoint={shell_var('MASTER_ADDR')}:{shell_var('MASTER_PORT')}",
-        f"--rdzv_id={shell_var('SLURM_JOB_ID')}",
-    ]  # fmt: skip
-    return [*srun, *torchrun, *rest]
-
-
-def render_batch_script(
-    steps: Sequence[Step],
-    name: str,
-    status_file: Path,
-    res: Resources,
-    env: Mapping[str, str] | None = None,
-    sbatch_options: Sequence[str] = (),
-    secret_names: Iterable[str] = (),
-) -> str:
-    """The batch script for `steps` (pure function: same input, same text).
-
-    `env` holds non-secret variables exported for every step; secret-named variables must not be passed here (they
-    reach the job through sbatch's environment). `secret_names` (plus the secret names in the steps' env) are
-    variables whose values are masked as *** in the step logs, by name. `sbatch_options` only goes into a comment.
-    """
-    env = dict(env or {})
-    secret_names = sorted({*secret_names, *(k for s in steps for k in s.env if is_secret(k))})
-    for k in [*env, *secret_names, *(k for s in steps for k in s.env)]:
-        _check_env_name(k)
-    leaked = [k for k in env if is_secret(k)]
-    if leaked:
-        raise ValueError(f"secret variables must not be written into a batch script: {', '.join(sorted(leaked))}")
-    q = shlex.quote
-    lines = [
-        "#!/bin/bash",
-        f"# lazytune batch script for job {_comment(name)!s} -- generated by launchers.slurm; every argument is",
-        "# quoted with shlex. Steps run in order; the first failing step ends the job with its exit code.",
-    ]
-    if sbatch_options:
-        lines.append("# sbatch " + _comment(" ".join(shlex.quote(o) for o in sbatch_options)))
-    lines += [
-        "set -euo pipefail",
-        "",
-        f"LAZYTUNE_STATUS={q(str(status_file))}",
-        'lazytune_mark() { printf \'%s\\t%s\\t%s\\t%s\\n\' "$1" "$2" "$3" "$(date +%s.%N)" >>"$LAZYTUNE_STATUS"; }',
-        "export SLURM_EXPORT_ENV=ALL  # srun steps inside this job see the variables set below",
-        *(_REDACT_FUNCTION.splitlines() if secret_names else []),
-        'export MASTER_PORT="${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}"',
-    ]
-    if res.nnodes > 1:
-        lines += [
-            "# rendezvous on the first node of the allocation",
-            'LAZYTUNE_FIRST_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"',
-            'MASTER_ADDR="$(scontrol show node -o "$LAZYTUNE_FIRST_NODE" | sed -n ' + _NODE_ADDR_SED + ')"',
-            'export MASTER_ADDR="${MASTER_ADDR:-$LAZYTUNE_FIRST_NODE}"',
-        ]
-    else:
-        lines.append("export MASTER_ADDR=127.0.0.1")
-    for k in sorted(env):
-        lines.append(f"export {k}={q(env[k])}")
-    total = len(steps)
-    for i, step in enumerate(steps):
-        secret = sorted(k for k in step.env if is_secret(k))
-        argv = step_argv(step, res)
-        lines += [
-            "",
-            f"# ---- step {i + 1}/{total}: {_comment(step.name)}"
-            + (f" (secret variables from the job environment: {', '.join(secret)})" if secret else ""),
-            f"lazytune_mark start {i} -",
-            f"mkdir -p -- {q(str(step.log.parent))}",
-            "rc=0",
-            "(",
-        ]
-        if step.cwd is not None:
-            lines.append(f"    cd -- {q(str(step.cwd))} || exit 126")
-        for k in sorted(step.env):
-            if not is_secret(k):
-                lines.append(f"    export {k}={q(step.env[k])}")
-        lines += [
-            # built after the step's exports, so a step's MASTER_PORT pins the rendezvous port (as locally)
-            f"    cmd=({quote_argv(argv)})",
-            "    printf '$'; printf ' %q' \"${cmd[@]}\"; printf '\\n'",
-            '    exec "${cmd[@]}"',
-            f") 2>&1 </dev/null | lazytune_redact {q(' '.join(secret_names))} >>{q(str(step.log))} || rc=$?"
-            if secret_names
-            else f") >>{q(str(step.log))} 2>&1 </dev/null || rc=$?",
-            f'lazytune_mark end {i} "$rc"',
-            'if [ "$rc" -ne 0 ]; then',
-            f"    printf 'lazytune: step %s failed with exit code %s\\n' {q(step.name)} \"$rc\" >&2",
-            '    exit "$rc"',
-            "fi",
-        ]
-    lines += ["", "printf 'lazytune: all %s steps completed\\n' " + str(total), ""]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------------- scheduler I/O
+PLANNING_TIMEOUT = 3.0  # seconds a scheduler query made while planning may take
+
+
 def parse_scontrol_job(text: str) -> dict[str, str]:
     """`scontrol show job -o ID` output -> {key: value} (values may contain spaces only in the last keys)."""
     fields: dict[str, str] = {}
@@ -302,12 +88,37 @@ def map_state(raw: str) -> JobState | None:
     return SLURM_STATES.get(word)
 
 
+def parse_gres(text: str) -> tuple[str | None, int | None]:
+    """(type, count per node) of the first GPU in SLURM gres text (`sinfo -o %G`, one line per node group):
+    'gpu:a100:8(S:0-1),tmpfs:10' -> ('a100', 8), 'gpu:4' -> (None, 4); (None, None) without GPUs."""
+    for item in re.split(r"(?:,|\s)+(?![^()]*\))", text.strip()):
+        m = re.match(r"gpu(?::([A-Za-z][\w.-]*))?(?::(\d+))?(?=[(:]|$)", item.strip())
+        if m:
+            return m.group(1), int(m.group(2)) if m.group(2) else None
+    return None, None
+
+
 def parse_gres_gpu_name(sinfo_gres: str) -> str | None:
     """The GPU model in `sinfo -o %G` output ('gpu:a100:8(S:0-1),tmpfs:10' -> 'A100'); None for untyped 'gpu:8'."""
-    for item in re.split(r"[,\s]+", sinfo_gres):
-        parts = re.sub(r"\(.*?\)", "", item).split(":")
-        if len(parts) == 3 and parts[0] == "gpu" and parts[1] and not parts[1].isdigit():
-            return parts[1].replace("_", " ").upper()
+    gpu_type, _ = parse_gres(sinfo_gres)
+    return gpu_type.replace("_", " ").upper() if gpu_type else None
+
+
+def parse_probe(output: str) -> tuple[str, float | None, float | None] | None:
+    """(name, memory GiB, compute capability) from `nvidia-smi --query-gpu=name,memory.total,compute_cap` output."""
+    for line in output.splitlines():
+        *name, total, cap = [p.strip() for p in line.split(",")] if line.count(",") >= 2 else ["", "", ""]
+        if not name or not ",".join(name):
+            continue
+        try:
+            memory = round(float(total) / 1024, 1)
+        except ValueError:
+            memory = None
+        try:
+            capability = float(cap)
+        except ValueError:
+            capability = None
+        return ", ".join(name), memory, capability
     return None
 
 
@@ -323,6 +134,58 @@ def _run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: flo
         raise SlurmError(f"{argv[0]} not found: is this a SLURM login node? ({exc})") from exc
     except subprocess.TimeoutExpired as exc:
         raise SlurmError(f"{shlex.join(argv)} did not answer within {timeout} s") from exc
+
+
+class SlurmWarning(UserWarning):
+    """A SLURM query made while planning failed or timed out; planning went on without its answer."""
+
+
+def partition_gres(partition: str | None, timeout: float = PLANNING_TIMEOUT) -> str:
+    """`sinfo -o %G` of a partition (default: the cluster's); '' where sinfo is missing, fails or does not answer
+    within `timeout` seconds (a SlurmWarning says which: with no controller, sinfo retries for ~10 s)."""
+    if shutil.which("sinfo") is None:
+        return ""
+    argv = ["sinfo", "-h", "-o", "%G"] + ([f"--partition={partition}"] if partition else [])
+    try:
+        proc = _run(argv, timeout=timeout)
+    except SlurmError as exc:
+        warnings.warn(f"{exc} (is slurmctld up?): the partition's GPU type is unknown", SlurmWarning, stacklevel=2)
+        return ""
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def controller_problem(timeout: float = PLANNING_TIMEOUT) -> str | None:
+    """None when SLURM's controller answers `scontrol ping` within `timeout` seconds, else what went wrong."""
+    try:
+        proc = _run(["scontrol", "ping"], timeout=timeout)
+    except SlurmError as exc:
+        return str(exc)
+    if proc.returncode != 0 or "UP" not in proc.stdout:
+        return f"`scontrol ping` says: {(proc.stdout + proc.stderr).strip() or f'exit code {proc.returncode}'}"
+    return None
+
+
+def query_job(job_id: str, timeout: float = 30) -> dict[str, str] | None:
+    """A job's fields from `scontrol show job` (then `sacct`, for jobs the controller forgot); None when unknown.
+    Raises SlurmError when the commands are missing or do not answer within `timeout`."""
+    proc = _run(["scontrol", "show", "job", "-o", job_id], timeout=timeout)
+    if proc.returncode == 0 and proc.stdout.strip():
+        return parse_scontrol_job(proc.stdout.splitlines()[0])
+    if shutil.which("sacct"):
+        proc = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State,ExitCode,Reason,NodeList"],
+                    timeout=timeout)  # fmt: skip
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            parts = line.split("|")
+            if len(parts) >= 5 and parts[0] == job_id:
+                return {"JobState": parts[1], "ExitCode": parts[2], "Reason": parts[3], "NodeList": parts[4]}
+    return None
+
+
+def cancel_job(job_id: str, timeout: float = 30) -> None:
+    """`scancel JOB_ID`; SlurmError when SLURM refuses (the message has its stderr)."""
+    proc = _run(["scancel", job_id], timeout=timeout)
+    if proc.returncode != 0:
+        raise SlurmError(f"scancel {job_id} failed: {proc.stderr.strip() or proc.returncode}")
 
 
 # ---------------------------------------------------------------------------------------------------- job
@@ -381,17 +244,7 @@ class SlurmJob(Job):
 
     # -- polling ----------------------------------------------------------------------------------------------
     def _query(self) -> dict[str, str] | None:
-        proc = _run(["scontrol", "show", "job", "-o", self.id], timeout=30)
-        if proc.returncode == 0 and proc.stdout.strip():
-            return parse_scontrol_job(proc.stdout.splitlines()[0])
-        if shutil.which("sacct"):
-            proc = _run(["sacct", "-n", "-X", "-P", "-j", self.id, "-o", "JobID,State,ExitCode,Reason,NodeList"],
-                        timeout=30)  # fmt: skip
-            for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
-                parts = line.split("|")
-                if len(parts) >= 5 and parts[0] == self.id:
-                    return {"JobState": parts[1], "ExitCode": parts[2], "Reason": parts[3], "NodeList": parts[4]}
-        return None
+        return query_job(self.id)
 
     def _read_status(self) -> None:
         try:
@@ -500,9 +353,7 @@ class SlurmJob(Job):
 
     # -- cancel -----------------------------------------------------------------------------------------------------
     def _cancel(self, timeout: float = 60.0) -> None:
-        proc = _run(["scancel", self.id], timeout=30)
-        if proc.returncode != 0:
-            raise SlurmError(f"scancel {self.id} failed: {proc.stderr.strip()}")
+        cancel_job(self.id)
         deadline = _time.monotonic() + timeout
         while _time.monotonic() < deadline:
             self._last_query = 0.0
@@ -533,10 +384,13 @@ class SlurmLauncher(Launcher):
     """Run steps as one SLURM batch job.
 
     `ngpus` GPUs per node (`--gres=gpu:N`), `nnodes` nodes, `ntasks_per_node` processes per node for distributed
-    steps (default: one per GPU, or 1). `partition` defaults to $LAZYTUNE_SLURM_PARTITION, else the cluster's
-    default partition. `time` is a SLURM time ('2:00:00', '1-0') or minutes. `sbatch_args` are extra
-    sbatch flags, passed as given. `folder` holds one sub-folder per submission (script, sbatch output, step status);
-    default: a `slurm` folder beside the first step's log.
+    steps (default: one per GPU, or 1). `partition`: None is the cluster's default partition. `time` is a SLURM
+    time ('2:00:00', '1-0') or minutes. `sbatch_args` are extra sbatch flags, passed as given. `folder` holds one
+    sub-folder per submission (script, sbatch output, step status);
+    default: a `slurm` folder beside the first step's log. `gpu_type` asks for GPUs of that gres type
+    (`--gres=gpu:a100:N`) and tells plans what they are; without it, the GPU model comes from the partition's typed
+    gres (`sinfo`), else, when the partition's gres is untyped ('gpu:8'), from one node asked with
+    `srun ... nvidia-smi` (within `probe_seconds`; 0: never ask).
     """
 
     def __init__(
@@ -552,9 +406,12 @@ class SlurmLauncher(Launcher):
         sbatch_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         env_allow: Sequence[str] = (),
+        env_allow_prefixes: Sequence[str] = (),
         folder: str | os.PathLike | None = None,
         nproc: int | None = None,
         poll_seconds: float | None = None,
+        gpu_type: str | None = None,
+        probe_seconds: int = 30,
     ):
         for label, value, low in (("nnodes", nnodes, 1), ("ngpus", ngpus, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -572,19 +429,23 @@ class SlurmLauncher(Launcher):
             raise TypeError("sbatch_args must be a list of flags, not a string")
         for k in [*(env or {}), *env_allow]:
             _check_env_name(k)
-        if partition is None:
-            partition = os.environ.get(PARTITION_ENV) or None
+        if gpu_type is not None and (not isinstance(gpu_type, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", gpu_type)):
+            raise ValueError(f"gpu_type must be a SLURM gres type such as 'a100', got {gpu_type!r}")
         self.resources = Resources(
             nnodes=nnodes, ntasks_per_node=ntasks or max(1, ngpus), ngpus=ngpus, partition=partition, time=time,
-            cpus_per_task=cpus_per_task, mem=mem,
+            cpus_per_task=cpus_per_task, mem=mem, gpu_type=gpu_type,
         )  # fmt: skip
+        self.probe_seconds = probe_seconds
         self.sync = sync
         self.sbatch_args = [str(a) for a in sbatch_args]
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
         self.env_allow = tuple(env_allow)
+        self.env_allow_prefixes = (*DEFAULT_ENV_ALLOW_PREFIXES, *env_allow_prefixes)
         self.folder = Path(folder) if folder is not None else None
         self.poll_seconds = poll_seconds
         self._gpu_name: str | None = None
+        self._gpu_memory_gb: float | None = None
+        self._compute_cap: float | None = None
 
     def __repr__(self) -> str:
         r = self.resources
@@ -595,25 +456,50 @@ class SlurmLauncher(Launcher):
         """Nodes, processes and GPUs of a job; the GPU model from the partition's typed gres ('gpu:a100:8')."""
         r = self.resources
         if r.ngpus and self._gpu_name is None:
-            self._gpu_name = self._query_gpu_name() or ""
+            self._gpu_name = r.gpu_type or self._query_gpu_name() or ""
         return Topology(nnodes=r.nnodes, nproc_per_node=r.ntasks_per_node, gpus_per_node=r.ngpus,
-                        gpu_name=self._gpu_name or None)  # fmt: skip
+                        gpu_name=self._gpu_name or None, gpu_memory_gb=self._gpu_memory_gb,
+                        compute_capability=self._compute_cap)  # fmt: skip
 
     def _query_gpu_name(self) -> str | None:
-        argv = ["sinfo", "-h", "-o", "%G"]
+        """The GPU model from the partition's typed gres; for untyped gres ('gpu:8') one node is asked, which also
+        gives the memory and compute capability. Only when sinfo answered: without a controller, no 30 s srun wait."""
+        gres = partition_gres(self.resources.partition)
+        name = parse_gres_gpu_name(gres)
+        if name or not gres.strip() or self.probe_seconds <= 0:
+            return name
+        found = self._probe_node()
+        if found is None:
+            return None
+        name, self._gpu_memory_gb, self._compute_cap = found
+        return name
+
+    def problems(self) -> list[str]:
+        r = self.resources
+        if r.ngpus and r.ntasks_per_node > r.ngpus:
+            return [f"ntasks_per_node={r.ntasks_per_node} but ngpus={r.ngpus} per node: each process needs its own "
+                    f"GPU (one GPU per process); pass ngpus={r.ntasks_per_node} or ntasks_per_node={r.ngpus}"]
+        return []
+
+    def probe_argv(self) -> list[str]:
+        """`srun` running nvidia-smi on one GPU of one node of the partition (given up when not started at once)."""
+        argv = ["srun", "--nodes=1", "--ntasks=1", "--gres=gpu:1", f"--immediate={self.probe_seconds}", "--time=1"]
         if self.resources.partition:
             argv.append(f"--partition={self.resources.partition}")
+        return [*argv, "nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"]
+
+    def _probe_node(self) -> tuple[str, float | None, float | None] | None:
         try:
-            proc = _run(argv, timeout=15)
+            proc = _run(self.probe_argv(), timeout=self.probe_seconds + 30)
         except SlurmError:
             return None
-        return parse_gres_gpu_name(proc.stdout) if proc.returncode == 0 else None
+        return parse_probe(proc.stdout) if proc.returncode == 0 else None
 
     def export_names(self, environ: Mapping[str, str], extra: Iterable[str] = ()) -> list[str]:
         """Names of the submitter's variables the job gets: the allow-list, `env_allow`, and `extra` (exact)."""
         names = {
             k for k in environ
-            if k in DEFAULT_ENV_ALLOW or (k.startswith(DEFAULT_ENV_ALLOW_PREFIXES) and not is_secret(k))
+            if k in DEFAULT_ENV_ALLOW or (k.startswith(self.env_allow_prefixes) and not is_secret(k))
         }  # fmt: skip
         names |= {k for k in self.env_allow if k in environ} | set(extra)
         return sorted(names)

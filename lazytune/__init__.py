@@ -4,9 +4,8 @@
     merged = finetune.llamafactory("models/qwen", "runs/sft", learning_rate=2e-4)("data/train.json")
 """
 
-import launchers
-
 from . import finetune
+from . import launching as launchers
 from .config import settings
 from .errors import (
     ConfigError,

@@ -14,11 +14,12 @@ DOCUMENTED: tuple[tuple[str, str, str], ...] = (
     ("LAZYTUNE_DATA_PATH", "(empty)", "folders searched for a data file given by a relative path that does not exist"),
     ("LAZYTUNE_TRAIN_TARGET_ROOT", "current folder", "where a relative target_path is placed"),
     ("LAZYTUNE_TEMP_DIR", "$LAZYTUNE_HOME/tmp", "scratch space (downloads in progress)"),
-    ("LAZYTUNE_DEFAULT_LAUNCHER", "local", "launcher used when none is passed: local, slurm or remote"),
+    ("LAZYTUNE_DEFAULT_LAUNCHER", "local", "launcher used when none is passed: local, slurm or remote / auto"),
     ("LAZYTUNE_SLURM_PARTITION", "(none)", "default partition for launchers.slurm / remote"),
     ("LAZYTUNE_QUIET", "0", "1: no progress bar or streamed logs (CI)"),
     ("LAZYTUNE_<BACKEND>_PYTHON", "managed env, else this Python", "interpreter a backend's steps run with"),
-    ("LAZYTUNE_TORCH_INDEX_URL", "(none)", "extra pip index for torch in `lazytune env install`"),
+    ("LAZYTUNE_TORCH_INDEX_URL", "(none)", "package index for torch builds in `lazytune env install` (CPU, CUDA 12)"),
+    ("LAZYTUNE_INSTALLER", "uv if installed, else pip", "what `lazytune env install` installs with: uv or pip"),
 )
 
 
@@ -30,8 +31,11 @@ class Settings:
     train_target_root: Path
     temp_dir: Path
     default_launcher: str
+    configured_launcher: str | None  # LAZYTUNE_DEFAULT_LAUNCHER as set (None: unset; remote() then picks itself)
     slurm_partition: str | None
     quiet: bool
+    torch_index_url: str | None = None
+    installer: str = "auto"
 
     @property
     def cache_dir(self) -> Path:
@@ -62,6 +66,15 @@ def settings(environ: Mapping[str, str] | None = None) -> Settings:
         train_target_root=Path(env.get("LAZYTUNE_TRAIN_TARGET_ROOT") or ".").expanduser(),
         temp_dir=Path(env.get("LAZYTUNE_TEMP_DIR") or home / "tmp").expanduser(),
         default_launcher=launcher,
+        configured_launcher=(env.get("LAZYTUNE_DEFAULT_LAUNCHER") or "").strip().lower() or None,
         slurm_partition=env.get("LAZYTUNE_SLURM_PARTITION") or None,
         quiet=_flag(env.get("LAZYTUNE_QUIET", "0")),
+        torch_index_url=env.get("LAZYTUNE_TORCH_INDEX_URL") or None,
+        installer=(env.get("LAZYTUNE_INSTALLER") or "auto").strip().lower(),
     )
+
+
+def python_override(backend: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """`LAZYTUNE_<BACKEND>_PYTHON` (name upper-cased, `-` -> `_`): the interpreter a backend's steps run with."""
+    env = os.environ if environ is None else environ
+    return env.get(f"LAZYTUNE_{backend.upper().replace('-', '_')}_PYTHON") or None

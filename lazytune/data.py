@@ -60,6 +60,11 @@ def resolve_data(data: str | os.PathLike | Sequence[str | os.PathLike] | None) -
     for item in items:
         if not isinstance(item, (str, os.PathLike)):
             raise DataError(f"data must be a path or a list of paths, got {type(item).__name__}")
+        if isinstance(item, str) and not item.strip():
+            # Path('') is the current folder: training on whatever .json/.txt lies there would be a silent mistake
+            where = f" (item {items.index(item) + 1} of the list)" if len(items) > 1 else ""
+            raise DataError(f"empty data path {item!r}{where}: give a data file or folder "
+                            "(an empty path is never read as the current folder)")
         if is_url(item):
             from .fetch import fetch  # fsspec is optional: only URL users need it
 

@@ -52,6 +52,18 @@ class Option:
         return converted
 
 
+@dataclass(frozen=True)
+class ChoiceOption(Option):
+    """An option with choices whose error says which choice was probably meant."""
+
+    def coerce(self, value: Any) -> Any:
+        try:
+            return super().coerce(value)
+        except ValueError as exc:
+            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices or ()], n=2, cutoff=0.5)
+            raise ValueError(f"{exc}; did you mean {' or '.join(map(repr, close))}?" if close else str(exc)) from None
+
+
 def _convert(kind: type, value: Any) -> Any:
     if kind is bool:
         if isinstance(value, bool):

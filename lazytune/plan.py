@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from launchers import Step, Topology
-from launchers.job import mask_secret
+from launchers.secrets import mask_secret
 
 from .errors import PlanWriteError
 
@@ -73,6 +73,7 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     result: Path | None = None  # what the trainer call returns (merge folder, or the model folder)
     notes: list[str] = field(default_factory=list)
+    eval_data: list[Path] = field(default_factory=list)  # evaluation data files (backends that take a valset)
 
     def write_files(self) -> None:
         """Write every file of the plan; a full disk or a permission problem becomes a clear PlanWriteError."""
@@ -89,6 +90,7 @@ class Plan:
             "run_id": self.run_id,
             "base_model": str(self.base_model),
             "data": [str(d) for d in self.data],
+            **({"eval_data": [str(d) for d in self.eval_data]} if self.eval_data else {}),
             "target": {"root": str(self.target.root), "lora": str(self.target.lora), "merge": str(self.target.merge),
                        "url": self.target.url},
             "run_dir": str(self.run_dir),
@@ -104,6 +106,7 @@ class Plan:
                     "cwd": str(s.cwd) if s.cwd else None,
                     "log": str(s.log),
                     "distributed": s.distributed,
+                    **({"torchrun": True} if s.torchrun else {}),
                 }
                 for s in self.steps
             ],

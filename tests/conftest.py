@@ -48,3 +48,29 @@ def alpaca_file(tmp_path: Path) -> Path:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"lazytune home: {os.environ.get('LAZYTUNE_HOME', '~/.lazytune')}"
+
+
+def python_with_packages(folder: Path, dists: dict[str, str]) -> str:
+    """A real interpreter (a bare venv) whose site-packages holds the metadata of `dists` (name -> version) and
+    nothing else: the stand-in for a GPU machine's backend environment with deepspeed / bitsandbytes installed,
+    which plan-time package checks read (package metadata only; nothing is imported from them)."""
+    import subprocess
+    import sys
+
+    venv = folder / "python-with-packages"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    for name, version in dists.items():
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return str(venv / "bin" / "python")
+
+
+@pytest.fixture
+def gpu_packages(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """LLaMA-Factory's and alpacalora's steps run with an interpreter that has deepspeed and bitsandbytes."""
+    python = python_with_packages(tmp_path_factory.mktemp("gpu-env"), {"deepspeed": "0.19.8", "bitsandbytes": "0.50.2"})
+    for name in ("LLAMAFACTORY", "ALPACALORA"):
+        monkeypatch.setenv(f"LAZYTUNE_{name}_PYTHON", python)
+    return python

@@ -12,8 +12,9 @@ import pytest
 
 from launchers import Step
 from lazytune import finetune, launchers
-from lazytune.backends.alpacalora_checks import TEMPLATES, load_template, min_prompt_tokens
+from lazytune.backends.alpacalora.checks import min_prompt_tokens
 from lazytune.backends.base import script
+from lazytune.backends.prompts import TEMPLATES, load_template
 from lazytune.errors import ConfigError, DataError, OptionsError, UnknownOptionError
 from tests.helpers.alpaca import alpaca_records, write_alpaca
 
@@ -36,7 +37,9 @@ def test_defaults_are_lazyllm_s(tiny_folder_model: Path, tmp_path: Path) -> None
     o = finetune.alpacalora(tiny_folder_model, tmp_path / "t").options
     expected = {"batch_size": 64, "micro_batch_size": 4, "num_epochs": 2, "learning_rate": 5e-4, "cutoff_len": 1030,
                 "filter_nums": 1024, "val_set_size": 200, "lora_r": 8, "lora_alpha": 32, "lora_dropout": 0.05,
-                "prompt_template_name": "alpaca", "train_on_inputs": True, "show_prompt": False}  # fmt: skip
+                "prompt_template_name": "alpaca", "train_on_inputs": True, "show_prompt": False,
+                "lr_scheduler_type": "cosine",  # LazyLLM's copy (alpaca-lora's original: linear)
+                "load_best_model_at_end": True}  # both upstreams, with a validation set  # fmt: skip
     assert {k: o[k] for k in expected} == expected
     assert o["lora_target_modules"] == ["q_proj", "v_proj"]  # from the Llama config, not InternLM's names
     assert o.get("deepspeed") is None and o.get("modules_to_save") is None
@@ -158,10 +161,11 @@ def test_batch_size_must_split_over_processes(tiny_folder_model: Path, alpaca_fi
 
 def test_templates(tiny_folder_model: Path, tmp_path: Path) -> None:
     shipped = sorted(p.stem for p in TEMPLATES.glob("*.json"))
-    assert shipped == ["alpaca", "alpaca_short", "vigogne"]
+    assert shipped == ["alpaca", "alpaca_legacy", "alpaca_short", "puyu", "vigogne"]
     for name in shipped:
         load_template(TEMPLATES / f"{name}.json")
-    with pytest.raises(OptionsError, match="unknown prompt_template_name 'alpacca'.*alpaca, alpaca_short, vigogne"):
+    shipped_list = "alpaca, alpaca_legacy, alpaca_short, puyu, vigogne"
+    with pytest.raises(OptionsError, match=f"unknown prompt_template_name 'alpacca'.*{shipped_list}"):
         finetune.alpacalora(tiny_folder_model, tmp_path / "t", prompt_template_name="alpacca")
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps({"prompt_input": "Q: {instruction} {input}\nA: ", "prompt_no_input": "Q: {instruction}"
@@ -201,6 +205,10 @@ def test_other_bad_inputs(tiny_folder_model: Path, alpaca_file: Path, tmp_path: 
         finetune.alpacalora(tiny_folder_model, t, nccl_port=80)
     with pytest.raises(OptionsError, match="num_epochs must be > 0"):
         finetune.alpacalora(tiny_folder_model, t, num_epochs=0)
+    with pytest.raises(OptionsError, match=r"needs save_steps \(300\) to be a multiple of eval_steps \(200\)"):
+        finetune.alpacalora(tiny_folder_model, t, save_steps=300)
+    finetune.alpacalora(tiny_folder_model, t, save_steps=300, load_best_model_at_end=False)
+    finetune.alpacalora(tiny_folder_model, t, save_steps=300, val_set_size=0)  # no evaluation: nothing to choose
     assert nothing_written(t)
 
 

@@ -112,6 +112,18 @@ def test_same_result_as_running_the_trainer_by_hand(trained: dict, tmp_path: Pat
     assert (tmp_path / "by-hand" / "adapter_model.safetensors").read_bytes() == ours
 
 
+def test_ends_with_the_best_checkpoint_as_alpaca_lora(trained: dict) -> None:
+    """load_best_model_at_end (alpaca-lora and LazyLLM, with a validation set): the adapter is the best checkpoint's."""
+    lora = trained["target"] / "lazyllm_lora"
+    last = max(lora.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    best = Path(state["best_model_checkpoint"])
+    evals = {e["step"]: e["eval_loss"] for e in state["log_history"] if "eval_loss" in e}
+    assert int(best.name.split("-")[1]) == min(evals, key=evals.get)
+    assert (lora / "adapter_model.safetensors").read_bytes() == (best / "adapter_model.safetensors").read_bytes()
+    assert any("lr" in e for e in (json.loads(x) for x in (lora / "trainer_log.jsonl").read_text().splitlines()))
+
+
 def test_loss_covers_only_response_tokens(trained: dict, model: Path, alpaca_python: str) -> None:
     stats = json.loads((trained["target"] / "lazyllm_lora" / "train_data_stats.json").read_text())
     assert stats["train_on_inputs"] is False

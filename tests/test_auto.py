@@ -14,12 +14,12 @@ import yaml
 from launchers import Launcher, Topology
 from launchers.gpus import parse_nvidia_smi
 from lazytune import finetune
-from lazytune.backends.auto_backends import backend_installed
-from lazytune.decide import NothingFitsError, Request, decide
+from lazytune.backends.auto.backends import backend_installed
+from lazytune.backends.auto.decide import NothingFitsError, Request, decide
+from lazytune.backends.auto.gpu_table import Hardware
+from lazytune.backends.auto.memory import estimate
+from lazytune.backends.auto.sizing import facts_from_config
 from lazytune.errors import ConfigError, UnknownOptionError
-from lazytune.gpu_table import Hardware
-from lazytune.memory import estimate
-from lazytune.sizing import facts_from_config
 from tests.test_slurm_cluster import slurm_cluster as _cluster
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
@@ -40,25 +40,25 @@ TABLE = {
     ("Qwen2.5-7B", 24, 1, 1024): ("lora", 0, 2, True),
     ("Qwen2.5-7B", 24, 1, 8192): None,
     ("Qwen2.5-7B", 24, 8, 1024): ("lora", 0, 2, True),
-    ("Qwen2.5-7B", 24, 8, 8192): ("qlora", 3, 1, True),
+    ("Qwen2.5-7B", 24, 8, 8192): None,
     ("Qwen2.5-7B", 79.6, 1, 1024): ("lora", 0, 4, False),
     ("Qwen2.5-7B", 79.6, 1, 8192): ("lora", 0, 2, True),
     ("Qwen2.5-7B", 79.6, 8, 1024): ("lora", 0, 4, False),
     ("Qwen2.5-7B", 79.6, 8, 8192): ("lora", 0, 2, True),
-    ("Qwen2.5-14B", 24, 1, 1024): ("qlora", 0, 4, True),
+    ("Qwen2.5-14B", 24, 1, 1024): ("qlora", 0, 2, True),  # 4 sat at 21.4 of 21.6 GB: no margin
     ("Qwen2.5-14B", 24, 1, 8192): None,
     ("Qwen2.5-14B", 24, 8, 1024): ("lora", 3, 4, True),
     ("Qwen2.5-14B", 24, 8, 8192): None,
-    ("Qwen2.5-14B", 79.6, 1, 1024): ("lora", 0, 16, True),
-    ("Qwen2.5-14B", 79.6, 1, 8192): ("lora", 0, 2, True),
+    ("Qwen2.5-14B", 79.6, 1, 1024): ("lora", 0, 8, True),
+    ("Qwen2.5-14B", 79.6, 1, 8192): ("lora", 0, 1, True),
     ("Qwen2.5-14B", 79.6, 8, 1024): ("lora", 0, 4, True),
-    ("Qwen2.5-14B", 79.6, 8, 8192): ("lora", 0, 2, True),
+    ("Qwen2.5-14B", 79.6, 8, 8192): ("lora", 0, 1, True),
     ("Qwen2.5-72B", 24, 1, 1024): None,
     ("Qwen2.5-72B", 24, 1, 8192): None,
-    ("Qwen2.5-72B", 24, 8, 1024): ("qlora", 3, 2, True),
+    ("Qwen2.5-72B", 24, 8, 1024): None,  # QLoRA+ZeRO-3 loads all 4-bit weights on each GPU first
     ("Qwen2.5-72B", 24, 8, 8192): None,
-    ("Qwen2.5-72B", 79.6, 1, 1024): ("qlora", 0, 8, True),
-    ("Qwen2.5-72B", 79.6, 1, 8192): ("qlora", 0, 1, True),
+    ("Qwen2.5-72B", 79.6, 1, 1024): ("qlora", 0, 4, True),
+    ("Qwen2.5-72B", 79.6, 1, 8192): None,
     ("Qwen2.5-72B", 79.6, 8, 1024): ("lora", 3, 4, True),
     ("Qwen2.5-72B", 79.6, 8, 8192): ("lora", 3, 1, True),
 }
@@ -145,7 +145,7 @@ def train_yaml(plan) -> dict:
     return yaml.safe_load(spec.content)
 
 
-def test_auto_72b_on_8_h100_plans_lora_with_zero3(tmp_path: Path, alpaca_file: Path) -> None:
+def test_auto_72b_on_8_h100_plans_lora_with_zero3(tmp_path: Path, alpaca_file: Path, gpu_packages: str) -> None:
     trainer = finetune.auto(model_folder(tmp_path, "Qwen2.5-72B"), tmp_path / "out", launcher=RecordedGpus(H100, 8))
     assert trainer.backend == "llamafactory"
     plan = trainer.plan(alpaca_file)
@@ -158,7 +158,9 @@ def test_auto_72b_on_8_h100_plans_lora_with_zero3(tmp_path: Path, alpaca_file: P
     assert "8 x H100-80G" in trainer.explain() and "auto: " in str(plan)
 
 
-def test_auto_14b_on_one_4090_plans_qlora_and_keeps_user_values(tmp_path: Path, alpaca_file: Path) -> None:
+def test_auto_14b_on_one_4090_plans_qlora_and_keeps_user_values(
+    tmp_path: Path, alpaca_file: Path, gpu_packages: str
+) -> None:
     trainer = finetune.auto(model_folder(tmp_path, "Qwen2.5-14B"), tmp_path / "out", launcher=RecordedGpus(RTX4090, 1),
                             per_device_train_batch_size=2, learning_rate=3e-4)  # fmt: skip
     cfg = train_yaml(trainer.plan(alpaca_file))
@@ -166,6 +168,29 @@ def test_auto_14b_on_one_4090_plans_qlora_and_keeps_user_values(tmp_path: Path, 
     assert (cfg["per_device_train_batch_size"], cfg["gradient_accumulation_steps"]) == (2, 16)
     assert cfg["learning_rate"] == 3e-4
     assert "per_device_train_batch_size" not in trainer.chosen  # the user's value, passed through unchanged
+
+
+def test_auto_prefers_configurations_whose_packages_are_installed(
+    tmp_path: Path, alpaca_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """72B on 8 H100: LoRA + ZeRO-3 is preferred, but without deepspeed QLoRA (bitsandbytes installed) is chosen and
+    explain() says what the preferred one needs; with neither, the plan names the command that adds deepspeed."""
+    from tests.conftest import python_with_packages
+
+    only_bnb = python_with_packages(tmp_path, {"bitsandbytes": "0.50.2"})
+    monkeypatch.setenv("LAZYTUNE_LLAMAFACTORY_PYTHON", only_bnb)
+    model = model_folder(tmp_path, "Qwen2.5-72B")
+    trainer = finetune.auto(model, tmp_path / "out", launcher=RecordedGpus(H100, 8))
+    cfg = train_yaml(trainer.plan(alpaca_file))
+    assert cfg["quantization_bit"] == 4 and "deepspeed" not in cfg
+    assert "would fit and is preferred, but needs deepspeed" in trainer.explain()
+    assert f"{only_bnb} -m pip install deepspeed" not in trainer.explain()
+    bare = python_with_packages(tmp_path / "bare", {})
+    monkeypatch.setenv("LAZYTUNE_LLAMAFACTORY_PYTHON", bare)
+    trainer = finetune.auto(model, tmp_path / "out2", launcher=RecordedGpus(H100, 8))
+    assert "needs deepspeed, which the backend's environment lacks" in trainer.explain()
+    with pytest.raises(ConfigError, match=rf"needs the package deepspeed.*{bare} -m pip install deepspeed"):
+        trainer.plan(alpaca_file)
 
 
 def test_auto_errors_before_anything_runs(tmp_path: Path) -> None:
@@ -269,7 +294,8 @@ slurm_cluster = _cluster  # the real test cluster's partition (tests/slurm/start
 def test_slurm_partition_gres_gives_the_gpu_count(tmp_path: Path, slurm_cluster: str) -> None:
     """The test cluster's nodes have untyped `gpu:2` gres: the count is read, the memory must be given."""
     import launchers
-    from lazytune.gpu_table import parse_gres, slurm_gres
+    from launchers.slurm import parse_gres
+    from launchers.slurm import partition_gres as slurm_gres
 
     assert parse_gres(slurm_gres(slurm_cluster)) == (None, 2)
     model = model_folder(tmp_path, "Qwen2.5-7B")

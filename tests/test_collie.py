@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -20,7 +21,7 @@ import pytest
 import launchers
 from lazytune import envs
 from lazytune.backends.base import script
-from lazytune.backends.collie import MODEL_DEFAULTS, CollieFinetune, CollieNeedsGpuError
+from lazytune.backends.collie.backend import MODEL_DEFAULTS, CollieFinetune, CollieNeedsGpuError
 from lazytune.errors import ConfigError, OptionsError, UnknownOptionError
 
 
@@ -197,6 +198,7 @@ def test_plan_argv_and_rendered_config(tmp_path: Path, gpus, alpaca_file: Path) 
         "trainer_log": str(lora / "trainer_log.jsonl"),
         "prompt_template": template,
         "learning_rate": 1e-4,
+        "trust_remote_code": False,  # a llama folder without auto_map (internlm2's: tests/test_remote_code.py)
         "collie": {
             "dp_size": 8, "pp_size": 1, "tp_size": 1, "train_epochs": 3, "train_micro_batch_size": 4,
             "gradient_accumulation_steps": 2, "seed": 42,
@@ -206,6 +208,7 @@ def test_plan_argv_and_rendered_config(tmp_path: Path, gpus, alpaca_file: Path) 
             "modules_to_save": None,
         },
         "world_size": 8,
+        "precision": "bf16",  # H100: the plan decides, not torch.cuda.is_bf16_supported()
     }  # fmt: skip
     text = str(plan)
     assert "collie_config.json" in text and '"gradient_accumulation_steps": 2' in text
@@ -231,6 +234,14 @@ def test_plan_for_slurm_without_local_gpus(tmp_path: Path, gpus, alpaca_file: Pa
     t = CollieFinetune(model_folder(tmp_path), tmp_path / "out", launcher=launcher, batch_size=32)
     plan = t.plan(alpaca_file)
     assert json.loads(plan.files[0].content)["world_size"] == topo.world_size == 8
+
+
+def test_chatglm3_is_refused_with_the_reason(tmp_path: Path, alpaca_file: Path) -> None:
+    folder = tmp_path / "chatglm3-6b"
+    folder.mkdir()
+    shutil.copy(Path(__file__).parent / "fixtures" / "configs" / "chatglm3-6b.json", folder / "config.json")
+    with pytest.raises(ConfigError, match=r"ChatGLM2/ChatGLM3/GLM-4 .*ChatGLM-1 model.*finetune.llamafactory"):
+        CollieFinetune(folder, tmp_path / "out")
 
 
 def test_every_model_type_has_defaults() -> None:

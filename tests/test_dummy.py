@@ -96,10 +96,11 @@ def test_relative_target_uses_target_root(tiny_folder_model: Path, tmp_path: Pat
 
 
 def test_bad_inputs_before_any_process(tiny_folder_model: Path, tmp_path: Path):
+    # strict=True checks like a real backend (the default is LazyLLM's lenient stand-in: tests/test_dummy_lazyllm.py)
     with pytest.raises(UnknownOptionError, match="did you mean 'num_train_epochs'"):
-        finetune.dummy(tiny_folder_model, tmp_path / "o", num_train_epoch=2)
+        finetune.dummy(tiny_folder_model, tmp_path / "o", num_train_epoch=2, strict=True)
     with pytest.raises(ModelNotFoundError, match="never downloads"):
-        finetune.dummy(tmp_path / "no-such-model", tmp_path / "o")
+        finetune.dummy(tmp_path / "no-such-model", tmp_path / "o", strict=True)
     assert not (tmp_path / "o").exists()
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 import launchers
-from lazytune.backends.flagembedding import FlagembeddingFinetune, configs_dir
-from lazytune.backends.flagembedding_args import OPTION_SPECS, flag_names, option_args
+from lazytune.backends.base import script
+from lazytune.backends.flagembedding import FlagembeddingFinetune
+from lazytune.backends.flagembedding.args import OPTION_SPECS, flag_names, option_args
 from lazytune.errors import ConfigError, DataError, OptionsError, TargetExistsError, UnknownOptionError
+from lazytune.resources import configs_dir
 from tests.helpers.embed import fe_python, triples, write_triples
 
 CPU1 = dict(launcher=launchers.local(ngpus=0))
@@ -70,7 +72,7 @@ def test_explicit_kind_wins_and_accepts_lazyllm_spelling(tmp_path: Path) -> None
     ("bert-base", ["BertForMaskedLM"], ["cannot tell", "model_kind"]),
     ("plain", None, ["no architectures", "model_kind"]),
     ("my-reranker", ["BertModel"], ["name says rerank", "model_kind"]),
-    ("tiny-llama", ["LlamaForCausalLM"], ["decoder model", "encoder-only"]),
+    ("tiny-llama", ["LlamaForCausalLM"], ["decoder-only model", "encoder-only"]),
 ])  # fmt: skip
 def test_unclear_or_wrong_model_kind(tmp_path: Path, name: str, archs: list[str] | None, words: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
@@ -137,6 +139,9 @@ def test_deepspeed_configs_ship() -> None:
         config = json.loads((configs_dir() / "flagembedding" / f"ds_stage{stage}.json").read_text())
         assert config["zero_optimization"]["stage"] == stage
         assert config["train_micro_batch_size_per_gpu"] == "auto"
+        # FlagEmbedding's own files: DeepSpeed's AdamW and WarmupDecayLR, as its examples train
+        assert config["optimizer"]["type"] == "AdamW" and config["scheduler"]["type"] == "WarmupDecayLR"
+    assert (configs_dir() / "flagembedding" / "LICENSE-FlagEmbedding").is_file()
 
 
 # -- data: checked before anything starts, target untouched -----------------------------------------------------------
@@ -213,7 +218,9 @@ def test_cpu_plan(embedder: Path, data: Path, tmp_path: Path) -> None:
     fe_python()
     plan = FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(data.parent)
     (step,) = plan.steps
-    assert step.distributed and step.argv[1:3] == ("-m", "FlagEmbedding.finetune.embedder.encoder_only.base")
+    assert step.distributed and step.argv[1] == script("flagembedding_train.py")
+    assert step.argv[2:6] == ("--trainer-log", str(plan.run_dir / "trainer_log.jsonl"), "-m",
+                              "FlagEmbedding.finetune.embedder.encoder_only.base")
     args = argv_pairs(step.argv)
     assert args["--use_cpu"] == "True" and args["--output_dir"] == str(tmp_path / "out" / "lazyllm_merge")
     assert args["--train_data"] == str(data) and args["--report_to"] == "none"
@@ -248,7 +255,7 @@ def test_deepspeed_none_and_rerank_plan(reranker: Path, data: Path, tmp_path: Pa
     fe_python()
     plan = FlagembeddingFinetune(reranker, tmp_path / "out", deepspeed="none", fp16=False, **CPU1).plan(data)
     argv = plan.steps[0].argv
-    assert argv[2] == "FlagEmbedding.finetune.reranker.encoder_only.base"
+    assert argv[argv.index("-m") + 1] == "FlagEmbedding.finetune.reranker.encoder_only.base"
     args = argv_pairs(argv)
     assert args["--query_max_len"] == "256" and args["--learning_rate"] == "6e-05" and args["--fp16"] == "False"
     assert "--deepspeed" not in args and "--temperature" not in args
@@ -373,3 +380,88 @@ def test_lengths_beyond_the_position_embeddings(tmp_path: Path) -> None:
     with pytest.raises(OptionsError, match="a max_len of 512 exceeds the 128 positions"):
         FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1)
     FlagembeddingFinetune(embedder, tmp_path / "out", query_max_len=64, passage_max_len=128, **CPU1)
+
+
+# -- issue 17: decoder-only models, positions, reranker last batch, LazyLLM defaults, progress ---------------------
+@pytest.mark.parametrize(("model_type", "archs", "kind"), [
+    ("gemma2", ["Gemma2Model"], None),  # bge-multilingual-gemma2
+    ("mistral", ["MistralModel"], None),  # bge-en-icl
+    ("qwen2", ["Qwen2Model"], "embed"),
+    ("gemma", ["GemmaForCausalLM"], "rerank"),  # bge-reranker-v2-gemma
+    ("qwen2", ["Qwen2ForSequenceClassification"], None),
+    (None, ["Gemma2Model"], None),  # no model_type: the architecture's name says it
+])  # fmt: skip
+def test_decoder_only_models_are_refused_with_the_reason(tmp_path: Path, model_type: str | None, archs: list[str],
+                                                         kind: str | None) -> None:  # fmt: skip
+    model = tmp_path / "bge-decoder"
+    model.mkdir()
+    config = {"architectures": archs, **({"model_type": model_type} if model_type else {})}
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as err:
+        FlagembeddingFinetune(model, tmp_path / "out", **({"model_kind": kind} if kind else {}), **CPU1)
+    message = str(err.value)
+    assert "decoder-only model" in message and "FlagEmbedding.finetune.embedder.decoder_only.icl" in message
+    assert "cls pooling" in message
+
+
+def test_roberta_family_positions_have_a_padding_offset(tmp_path: Path) -> None:
+    model = tmp_path / "xlmr-embedder"
+    model.mkdir()
+    config = {"model_type": "xlm-roberta", "architectures": ["XLMRobertaModel"], "max_position_embeddings": 514,
+              "pad_token_id": 1}  # fmt: skip
+    (model / "config.json").write_text(json.dumps(config))
+    FlagembeddingFinetune(model, tmp_path / "out", **CPU1)  # 512: fits
+    with pytest.raises(OptionsError, match=r"a max_len of 514 exceeds the 512 positions .*minus the padding offset 2"):
+        FlagembeddingFinetune(model, tmp_path / "out", passage_max_len=514, **CPU1)
+    with pytest.raises(OptionsError, match="a max_len of 513 exceeds the 512 positions"):
+        FlagembeddingFinetune(model, tmp_path / "out", query_max_len=513, **CPU1)
+
+
+def test_reranker_without_drop_last_needs_full_batches(reranker: Path, tmp_path: Path) -> None:
+    fe_python()
+    odd = write_triples(tmp_path / "odd.jsonl", 7)
+    with pytest.raises(OptionsError, match="drop_last=False with a reranker: 7 records, not a multiple of 2"):
+        FlagembeddingFinetune(reranker, tmp_path / "out", dataloader_drop_last=False, **CPU1).plan(odd)
+    even = write_triples(tmp_path / "even.jsonl", 8)
+    assert FlagembeddingFinetune(reranker, tmp_path / "out", dataloader_drop_last=False, **CPU1).plan(even).steps
+    with pytest.raises(OptionsError, match="the record count is unknown"):
+        FlagembeddingFinetune(reranker, tmp_path / "out", dataloader_drop_last=False, validate=False,
+                              **CPU1).plan(even)  # fmt: skip
+
+
+def test_plan_says_which_values_are_lazyllm_s(embedder: Path, data: Path, tmp_path: Path) -> None:
+    fe_python()
+    plan = FlagembeddingFinetune(embedder, tmp_path / "out", weight_decay=0.0, learning_rate=2e-5, **CPU1).plan(data)
+    (note,) = [n for n in plan.notes if n.startswith("LazyLLM's defaults")]
+    assert "warmup_ratio=0.1 (FlagEmbedding: 0.0)" in note and "gradient_checkpointing=True" in note
+    assert "weight_decay" not in note and "learning_rate" not in note  # given by the user
+    assert "fp16" not in note  # left off on CPU
+    plan = FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(data)
+    assert "weight_decay=0.01 (FlagEmbedding: 0.0)" in next(n for n in plan.notes if n.startswith("LazyLLM's"))
+
+
+def test_several_processes_without_deepspeed_checkpoint_without_reentrance(embedder: Path, data: Path,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    fe_python()
+    two = launchers.local(ngpus=0, nproc=2)
+    args = argv_pairs(FlagembeddingFinetune(embedder, tmp_path / "out", launcher=two).plan(data).steps[0].argv)
+    assert json.loads(args["--gradient_checkpointing_kwargs"]) == {"use_reentrant": False}
+    args = argv_pairs(FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1).plan(data).steps[0].argv)
+    assert "--gradient_checkpointing_kwargs" not in args  # one process: as FlagEmbedding's examples
+    off = FlagembeddingFinetune(embedder, tmp_path / "out", launcher=two, gradient_checkpointing=False)
+    assert "--gradient_checkpointing_kwargs" not in argv_pairs(off.plan(data).steps[0].argv)
+
+
+def test_a_loss_that_never_moves_is_a_warning(embedder: Path, data: Path, tmp_path: Path) -> None:
+    fe_python()
+    trainer = FlagembeddingFinetune(embedder, tmp_path / "out", **CPU1)
+    plan = trainer.plan(data)
+    log = trainer.progress_log(plan)
+    log.parent.mkdir(parents=True)
+    lines = [{"current_steps": i, "total_steps": 4, "loss": 2.7725887} for i in range(1, 5)]
+    log.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    (warning,) = trainer.metrics(plan)["warnings"]
+    assert "the loss never moved (2.77259 at all 4 logged steps)" in warning
+    lines[-1]["loss"] = 2.5
+    log.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    assert "warnings" not in trainer.metrics(plan)

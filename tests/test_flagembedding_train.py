@@ -15,7 +15,7 @@ import pytest
 import launchers
 from launchers import JobFailed
 from lazytune.backends.flagembedding import FlagembeddingFinetune
-from lazytune.backends.flagembedding_args import MODULES, OPTION_SPECS, option_args
+from lazytune.backends.flagembedding.args import MODULES, OPTION_SPECS, option_args
 from lazytune.run import package_versions
 from tests.helpers.embed import embeddings, fe_python, max_abs_diff, rerank_scores, tiny_berts, triples, write_triples
 
@@ -61,6 +61,10 @@ def test_embedder_fine_tune(tiny_embedder: Path, tmp_path: Path) -> None:
     assert m["state"] == "COMPLETED" and m["result"] == str(result)
     assert m["metrics"]["logged_steps"] == 16  # 16 records / batch 2 x 2 epochs, one process
     assert m["versions"]["flagembedding"] == "1.4.2"
+    # the progress log written by scripts/flagembedding_train.py's callback: one line per logged step
+    log = [json.loads(line) for line in (Path(m["plan"]["run_dir"]) / "trainer_log.jsonl").read_text().splitlines()]
+    assert [e["current_steps"] for e in log if "loss" in e] == list(range(1, 17))
+    assert log[-1]["total_steps"] == 16 and m["metrics"]["total_steps"] == 16 and "warnings" not in m["metrics"]
     base, tuned = embeddings([tiny_embedder, result], [QUERY, POS, NEG], pooling="mean")
     assert max_abs_diff(base, tuned) > 1e-3
     # trained to pull the positive closer than the negative: the margin grows
@@ -75,7 +79,8 @@ def test_reranker_fine_tune_from_a_folder_of_json_arrays(tiny_reranker: Path, tm
     trainer = FlagembeddingFinetune(tiny_reranker, target, launcher=launchers.local(ngpus=0), save_strategy="no",
                                     **QUICK)  # fmt: skip
     plan = trainer.plan(tmp_path / "data")
-    assert plan.steps[0].argv[2] == MODULES["rerank"] and len(plan.data) == 2
+    argv = plan.steps[0].argv
+    assert argv[argv.index("-m") + 1] == MODULES["rerank"] and len(plan.data) == 2
     result = Path(trainer(tmp_path / "data"))
     assert not any(p.name.startswith("checkpoint-") for p in result.iterdir())  # save_strategy="no" honoured
     assert manifest(target)["metrics"]["logged_steps"] == 16

@@ -11,8 +11,8 @@ import yaml
 
 import lazytune.datascan as datascan
 from lazytune import ConfigError, DataError
+from lazytune.backends.llamafactory.dataset_info import describe, entry_for
 from lazytune.data import iter_records
-from lazytune.dataset_info import describe, entry_for
 from tests.helpers.lf_data import write_records
 from tests.test_llamafactory_plan import file_of, plan_of
 

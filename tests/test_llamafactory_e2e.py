@@ -46,7 +46,7 @@ def manifest(target: Path) -> dict:
 def test_keys_json_matches_installed_llamafactory(lf_python: str) -> None:
     """A key renamed or removed upstream fails here, not in a user's run (regenerate with lf_keys.py --out)."""
     from lazytune.backends.base import script
-    from lazytune.llamafactory_keys import config_dir
+    from lazytune.backends.llamafactory.keys import config_dir
 
     proc = subprocess.run([lf_python, script("lf_keys.py"), "--check", str(config_dir() / "keys.json")],
                           capture_output=True, text=True, timeout=300)  # fmt: skip

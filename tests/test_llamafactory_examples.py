@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from lazytune import ConfigError
-from lazytune.llamafactory_keys import MANAGED
+from lazytune.backends.llamafactory.keys import MANAGED
+from tests.conftest import python_with_packages
 from tests.test_llamafactory_conformance import LF_INFO, data_copy
 from tests.test_llamafactory_plan import GpuLauncher, file_of, model_folder, plan_of
 
@@ -39,6 +40,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_copy(tmp_path_factory.mktemp("lf"))
 
 
+@pytest.fixture(scope="module")
+def gpu_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The GPU machine's LF environment: the examples' DeepSpeed / QLoRA configs find deepspeed and bitsandbytes."""
+    return python_with_packages(tmp_path_factory.mktemp("gpu-env"), {"deepspeed": "0.19.8", "bitsandbytes": "0.50.2"})
+
+
 HUB_STAND_INS = {"med": "alpaca_en_demo", "math": "alpaca_en_demo", "rlhf_v": "dpo_en_demo"}  # hub data: a demo
 
 
@@ -63,7 +70,9 @@ def test_every_example_is_covered() -> None:
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_example_plans_as_lf_runs_it_or_is_refused(tmp_path: Path, data: Path, name: str) -> None:
+def test_example_plans_as_lf_runs_it_or_is_refused(tmp_path: Path, data: Path, name: str, gpu_python: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAZYTUNE_LLAMAFACTORY_PYTHON", gpu_python)
     path = EXAMPLES / name
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     if name in REFUSED:

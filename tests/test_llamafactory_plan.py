@@ -17,9 +17,10 @@ import launchers
 import lazytune.backends.base
 from launchers import Launcher, Topology
 from lazytune import ConfigError, DataError, ModelNotFoundError, UnknownOptionError, finetune
-from lazytune.dataset_info import unique_names
+from lazytune.backends.llamafactory.dataset_info import unique_names
+from lazytune.backends.llamafactory.templates import FAMILIES, template_for
 from lazytune.plan import Plan
-from lazytune.templates import FAMILIES, template_for
+from tests.conftest import python_with_packages
 from tests.helpers import lf_data
 from tests.helpers.snapshots import check_snapshot as check_stored
 
@@ -194,7 +195,7 @@ def test_export_config_path_is_validated(tmp_path: Path) -> None:
         finetune.llamafactory(model_folder(tmp_path), tmp_path / "t", export_config_path=tmp_path / "nope.yaml")
 
 
-def test_precision_follows_the_hardware(tmp_path: Path) -> None:
+def test_precision_follows_the_hardware(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = lf_data.alpaca(tmp_path / "a.json")
     h100 = yaml.safe_load(file_of(plan_of(tmp_path, data, launcher=GpuLauncher("NVIDIA H100 80GB HBM3")), "train.yaml"))
     assert h100.get("bf16") is True and "fp16" not in h100
@@ -206,6 +207,9 @@ def test_precision_follows_the_hardware(tmp_path: Path) -> None:
         plan_of(tmp_path, data, fp16=True)
     with pytest.raises(ConfigError, match="QLoRA.*needs a CUDA GPU"):
         plan_of(tmp_path, data, quantization_bit=4)
+    with pytest.raises(ConfigError, match=r"quantization_bit=4 \(QLoRA\) needs the package bitsandbytes"):
+        plan_of(tmp_path, data, launcher=GpuLauncher("NVIDIA A100"), quantization_bit=4)
+    monkeypatch.setenv("LAZYTUNE_LLAMAFACTORY_PYTHON", python_with_packages(tmp_path, {"bitsandbytes": "0.50.2"}))
     qlora = plan_of(tmp_path, data, launcher=GpuLauncher("NVIDIA A100"), quantization_bit=4, use_rslora=True,
                     loraplus_lr_ratio=16.0)  # fmt: skip
     train = yaml.safe_load(file_of(qlora, "train.yaml"))
@@ -251,15 +255,15 @@ def test_unknown_model_family_says_how_to_pass_template(tmp_path: Path) -> None:
 
 
 def test_family_templates_exist_in_lf_registry() -> None:
-    from lazytune.templates import known_templates
+    from lazytune.backends.llamafactory.templates import known_templates
 
     assert {t for _, t in FAMILIES} <= set(known_templates())
 
 
 def test_families_agree_with_lf_model_table(tmp_path: Path) -> None:
     """Our patterns give LF's own template for (nearly) every chat model LF knows by name."""
-    from lazytune.llamafactory_keys import lf_keys
-    from lazytune.templates import family_template
+    from lazytune.backends.llamafactory.keys import lf_keys
+    from lazytune.backends.llamafactory.templates import family_template
 
     table = lf_keys()["model_templates"]
     matched = {name: (family_template(name), t) for name, t in table.items() if family_template(name)}

@@ -12,8 +12,8 @@ import pytest
 
 import launchers
 from lazytune import finetune
-from lazytune.after_run import loss_curve
 from lazytune.progress import LogFollower, Progress, plot_loss, resolve_mode, summarize, watch
+from lazytune.run import loss_curve
 from tests.test_cli import lazytune
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import launchers
 from launchers import Step
-from launchers.job import SECRET_NAME
+from launchers.secrets import SECRET_NAME
 from lazytune import JobFailed
 from lazytune.backends.dummy import DummyFinetune
 from lazytune.plan import Plan

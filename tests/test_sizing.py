@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from launchers import gpus as gpu_info
+from launchers.slurm import parse_gres
+from lazytune.backends.auto.gpu_table import gpu_type_or_error, hardware, lookup_gpu
+from lazytune.backends.auto.memory import Setup, estimate
+from lazytune.backends.auto.sizing import SizeWarning, facts_from_config, model_facts, parse_name_size
 from lazytune.errors import ConfigError
-from lazytune.gpu_table import gpu_type_or_error, hardware, lookup_gpu, parse_gres
-from lazytune.memory import Setup, estimate
-from lazytune.sizing import SizeWarning, facts_from_config, model_facts, parse_name_size
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 

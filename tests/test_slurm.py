@@ -20,7 +20,6 @@ import pytest
 import launchers
 from launchers import JobFailed, JobState, Step
 from launchers.slurm import (
-    Resources,
     SlurmError,
     SlurmJob,
     SlurmLauncher,
@@ -28,11 +27,8 @@ from launchers.slurm import (
     parse_exit_code,
     parse_gres_gpu_name,
     parse_scontrol_job,
-    quote_arg,
-    render_batch_script,
-    sbatch_argv,
-    shell_var,
 )
+from launchers.slurm_script import Resources, quote_arg, render_batch_script, sbatch_argv, shell_var
 from tests.helpers.snapshots import check_snapshot as check_stored
 from tests.slurm import fake_slurm
 
@@ -173,28 +169,34 @@ def test_launcher_validation(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_partition_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lazytune import launchers as configured  # launchers as lazytune makes them: its settings as defaults
+
     monkeypatch.setenv("LAZYTUNE_SLURM_PARTITION", "gpu")
-    assert SlurmLauncher().resources.partition == "gpu"
-    assert SlurmLauncher(partition="debug").resources.partition == "debug"
+    assert configured.slurm().resources.partition == "gpu"
+    assert configured.slurm(partition="debug").resources.partition == "debug"
+    assert SlurmLauncher().resources.partition is None  # the launchers package itself reads no lazytune setting
     monkeypatch.delenv("LAZYTUNE_SLURM_PARTITION")
-    assert SlurmLauncher().resources.partition is None
+    assert configured.slurm().resources.partition is None
 
 
 # ------------------------------------------------------------------------------------------------ remote resolver
 def test_remote_resolves_configured_launcher(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     have = {"sbatch": "/usr/bin/sbatch", "scontrol": "/usr/bin/scontrol"}
-    assert remote_mod.resolve_name(environ={}, which=have.get) == "slurm"
-    assert remote_mod.resolve_name(environ={}, which=lambda _: None) == "local"
-    assert remote_mod.resolve_name(environ={"LAZYTUNE_DEFAULT_LAUNCHER": "local"}, which=have.get) == "local"
-    assert remote_mod.resolve_name("empty", environ={}, which=have.get) == "local"
-    assert remote_mod.resolve_name(environ={"LAZYTUNE_DEFAULT_LAUNCHER": "remote"}, which=have.get) == "slurm"
+    up = lambda: None  # noqa: E731  (`scontrol ping` answers)
+    assert remote_mod.resolve_name(which=have.get, ping=up) == "slurm"
+    assert remote_mod.resolve_name(which=lambda _: None) == "local"
+    assert remote_mod.resolve_name("local", which=have.get, ping=up) == "local"
+    assert remote_mod.resolve_name("empty", which=have.get, ping=up) == "local"
+    assert remote_mod.resolve_name("remote", which=have.get, ping=up) == "slurm"
+    assert remote_mod.resolve_name("auto", which=have.get, ping=lambda: "timed out") == "local"
     with pytest.raises(ValueError, match="k8s"):
-        remote_mod.resolve_name(environ={"LAZYTUNE_DEFAULT_LAUNCHER": "k8s"}, which=have.get)
+        remote_mod.resolve_name("k8s", which=have.get)
     monkeypatch.setattr(remote_mod, "scheduler_present", lambda which=None: False)
     launcher = remote_mod.remote(partition="debug", ngpus=0, ntasks_per_node=2, time="1:00:00", sync=False)
     assert isinstance(launcher, launchers.LocalLauncher) and launcher.nproc == 2 and launcher.sync is False
     assert "ignoring partition, time" in capsys.readouterr().err
     monkeypatch.setattr(remote_mod, "scheduler_present", lambda which=None: True)
+    monkeypatch.setattr(remote_mod, "_controller_problem", lambda: None)
     assert isinstance(remote_mod.remote(partition="debug"), SlurmLauncher)
 
 
@@ -322,3 +324,26 @@ def test_fake_secret_masked_in_log(fake_cluster: Path) -> None:
     job = fast().run([step], name="secret")
     assert "token is ***" in step.log.read_text() and "hf_very_secret_1" not in step.log.read_text()
     assert "hf_very_secret_1" not in (job.folder / "job.sh").read_text()
+
+
+# ------------------------------------------------------------------------------------- no controller answering
+def test_planning_queries_time_out_when_slurm_hangs(fake_cluster: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """SLURM's clients installed but no controller: each query hangs (the real ones retry for ~10 s). Planning asks
+    with a 3 s limit and says why; remote() runs locally and says why."""
+    monkeypatch.setenv("FAKE_SLURM_HANG", "1")
+    started = time.monotonic()
+    with pytest.warns(slurm_mod.SlurmWarning, match="did not answer within 3.0 s"):
+        assert SlurmLauncher(ngpus=1).topology().gpu_name is None
+    launcher = launchers.remote(partition="debug")
+    took = time.monotonic() - started
+    assert isinstance(launcher, launchers.LocalLauncher)
+    assert "SLURM controller does not answer" in capsys.readouterr().err
+    assert took < 10, f"planning waited {took:.1f} s on a hanging SLURM"
+
+
+def test_fake_controller_answers(fake_cluster: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SLURM_GRES", "gpu:a100:8(S:0-1)")
+    assert slurm_mod.controller_problem() is None
+    assert isinstance(launchers.remote(), SlurmLauncher)
+    assert SlurmLauncher(ngpus=1).topology().gpu_name == "A100"

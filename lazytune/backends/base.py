@@ -17,15 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import launchers
 from launchers import Launcher
 
 from ..config import settings
 from ..data import is_url, resolve_data
-from ..errors import ConfigError, ModelNotFoundError, TargetExistsError
-from ..options import OptionSpec
+from ..errors import ConfigError, ModelNotFoundError, OptionsError, TargetExistsError
+from ..launching import FACTORIES, as_launcher, make_launcher
+from ..model import ModelFolder
+from ..options import OptionSpec, raise_problems
 from ..plan import Plan, Target
 from ..progress import read_trainer_log, summarize
+from ..remote_code import decide_trust_remote_code
 from ..run import Run
 
 DataArg = str | os.PathLike | Sequence[str | os.PathLike] | None
@@ -122,16 +124,63 @@ def check_inputs_apart(target: Target, inputs: Sequence[Path]) -> None:
                 )
 
 
+def data_problems(data: DataArg) -> list[str]:
+    """What is wrong with `data` as far as any backend can tell (paths, format, the first records), as messages.
+    The backend's own record checks run later, in `plan()`."""
+    from ..data import sniff
+
+    try:
+        files = resolve_data(data)
+    except ConfigError as exc:
+        return [str(exc)]
+    problems = []
+    for path in files:
+        try:
+            sniff(path)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def combine_problems(error: ConfigError, more: Sequence[str]) -> ConfigError:
+    """`error` and the other problems found beside it as one error of the same class (the first problem decides
+    what is raised); `problems` lists each one."""
+    first = list(getattr(error, "problems", None) or [str(error)])
+    problems = first + [p for p in more if p not in first]
+    if len(problems) == len(first):
+        return error
+    lines = "\n".join(f"  - {p}" for p in problems)
+    message = f"{len(problems)} problem(s), all found before anything started:\n{lines}"
+    if isinstance(error, OptionsError):
+        combined: ConfigError = type(error)(error.backend, problems)
+    else:
+        try:
+            combined = type(error)(message)
+        except TypeError:  # an error class with another signature (DataError(message, path, line))
+            combined = ConfigError(message)
+        combined.problems = problems  # type: ignore[attr-defined]
+    return combined
+
+
+def with_option_problems(error: ConfigError, spec: OptionSpec, kw: dict[str, Any]) -> ConfigError:
+    """`error` (a bad model or target path) with the keyword problems found beside it (unknown keys, types; a
+    `data_path` keyword's data), so that one message lists every problem at once."""
+    more: list[str] = []
+    try:
+        spec.validate(kw)
+    except OptionsError as exc:
+        more += exc.problems
+    except ConfigError as exc:  # a backend-level check of the keywords
+        more.append(str(exc))
+    if isinstance(kw.get("data_path"), (str, os.PathLike)):
+        more += data_problems(kw["data_path"])
+    return combine_problems(error, more)
+
+
 def default_launcher() -> Launcher:
     """A new launcher from LAZYTUNE_DEFAULT_LAUNCHER (created per trainer, never at import)."""
-    kind = settings().default_launcher
-    if kind in ("local", "empty"):
-        return launchers.local()
-    if kind == "slurm":
-        return launchers.slurm()
-    if kind == "remote":
-        return launchers.remote()
-    raise ConfigError(f"LAZYTUNE_DEFAULT_LAUNCHER={kind!r}: expected local, slurm or remote")
+    return make_launcher()
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
@@ -148,15 +197,31 @@ class Finetune(abc.ABC):
     def __init__(self, base_model: str | os.PathLike, target_path: str | os.PathLike,
                  merge_path: str | os.PathLike | None = None, launcher: Launcher | None = None,
                  overwrite: bool = False, **kw: Any):
-        if launcher is not None and not isinstance(launcher, Launcher):
-            raise ConfigError(f"launcher must be a launchers.* object, got {type(launcher).__name__}")
+        if isinstance(merge_path, Launcher) or merge_path in FACTORIES:
+            if launcher is not None:
+                raise ConfigError("a launcher was given twice (the third positional argument is merge_path)")
+            merge_path, launcher = None, merge_path  # `finetune.x(base, target, launchers.local())`: unambiguous
+        launcher = as_launcher(launcher)
         if not isinstance(overwrite, bool):
             raise ConfigError(f"overwrite must be True or False, got {overwrite!r}")
-        self.base_model = resolve_model(base_model, self.needs_model_config)
-        self.target = resolve_target(target_path, merge_path)
         self.overwrite = overwrite
         self._launcher = launcher
-        self.options = self.validate_options(kw)
+        self.given = frozenset(kw)  # the keywords the user passed (as opposed to defaults filled in)
+        try:
+            self.base_model = self.resolve_base(base_model)
+            self.target = resolve_target(target_path, merge_path)
+        except ConfigError as exc:  # report the keyword problems with it: one error lists everything
+            raise with_option_problems(exc, self.option_spec(), kw) from None
+        # config.json and the rest, read once for every check and plan (finetune.auto hands over the one it read)
+        same = isinstance(base_model, ModelFolder) and base_model.path == self.base_model
+        self.model = base_model if same else ModelFolder.read(self.base_model)
+        try:
+            options = self.validate_options(kw)
+        except ConfigError as exc:
+            data = kw.get("data_path")
+            raise combine_problems(exc, data_problems(data) if isinstance(data, (str, os.PathLike)) else []) from None
+        # plan notes decided here, once (e.g. trust_remote_code)
+        self.options, self.notes = self.remote_code_options(options)
 
     # -- what a backend provides -----------------------------------------------------------------------------
     @classmethod
@@ -164,13 +229,35 @@ class Finetune(abc.ABC):
     def option_spec(cls) -> OptionSpec:
         """The whitelist of keyword options."""
 
+    def data_files(self, data: DataArg) -> list[Path]:
+        """The local data files of `data` (LLaMA-Factory overrides this for datasets given by name)."""
+        return resolve_data(data)
+
+    def resolve_base(self, base_model: str | os.PathLike) -> Path:
+        """The base model folder (an error when it is not there). The dummy backend overrides this."""
+        return resolve_model(base_model, self.needs_model_config)
+
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
-        """Validated options with defaults filled in. Backends add cross-checks by overriding."""
+        """Validated options with defaults filled in: everything a backend resolves from the keywords is in the
+        returned dict (no attributes set here). Backends add cross-checks by overriding."""
         return self.option_spec().resolve(kw)
+
+    def remote_code_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """(`options` with `trust_remote_code` decided from the model folder, plan notes saying so); see
+        lazytune.remote_code. Set when the model ships its own code and the option was not given; False on such a
+        model is refused here. Backends without the option get `options` unchanged."""
+        if "trust_remote_code" not in self.option_spec():
+            return options, []
+        value, note, problem = decide_trust_remote_code(self.model, options.get("trust_remote_code"))
+        raise_problems(self.name, [problem] if problem else [])
+        if value is not None:
+            options = {**options, "trust_remote_code": value}
+        return options, [note] if note else []
 
     @abc.abstractmethod
     def build(self, plan: Plan) -> None:
-        """Fill `plan.files`, `plan.steps` and `plan.result`."""
+        """Fill `plan.files`, `plan.steps` and `plan.result` (and notes). `plan.options` is read-only here: adapt
+        a copy."""
 
     def check_outputs(self, plan: Plan) -> list[str]:
         """Problems with the outputs after a successful job (empty list: all there). Never just True."""
@@ -202,19 +289,55 @@ class Finetune(abc.ABC):
     def python(self) -> str:
         return backend_python(self.env_name or self.name)
 
-    def plan(self, data: DataArg = None) -> Plan:
-        """Check everything and return the Plan. Writes nothing, starts nothing."""
-        files = resolve_data(data) if (self.needs_data or data is not None) else []
-        check_inputs_apart(self.target, [self.base_model, *files])  # before check_target's "pass overwrite=True"
-        check_target(self.target, self.overwrite)
+    def plan(self, data: DataArg = None, valset: DataArg = None) -> Plan:
+        """Check everything and return the Plan. Writes nothing, starts nothing. `valset`: evaluation data, for
+        backends that evaluate on a file (LazyLLM's `trainer(trainset, valset)`)."""
+        errors: list[ConfigError] = []  # data, target and launcher problems are reported together
+        files: list[Path] = []
+        eval_files: list[Path] = []
+        try:
+            files = self.data_files(data) if (self.needs_data or data is not None) else []
+            eval_files = self.eval_files(valset)
+            # before check_target's "pass overwrite=True"
+            check_inputs_apart(self.target, [self.base_model, *files, *eval_files])
+        except ConfigError as exc:
+            errors.append(exc)
+        try:
+            check_target(self.target, self.overwrite)
+        except ConfigError as exc:
+            errors.append(exc)
+        launcher_problems = self.launcher.problems()
+        if launcher_problems:
+            errors.append(ConfigError(f"{self.launcher!r}: " + "; ".join(launcher_problems)))
+        if errors:
+            raise combine_problems(errors[0], [str(e) for e in errors[1:]])
         run_id = new_run_id()
         plan = Plan(
             backend=self.name, run_id=run_id, target=self.target, run_dir=self.target.runs / run_id,
             base_model=self.base_model, data=files, options=dict(self.options), topology=self.launcher.topology(),
             result=self.target.merge,
         )  # fmt: skip
+        plan.eval_data = eval_files
+        plan.notes += self.notes
         self.build(plan)
+        self.check_packages(plan)
         return plan
+
+    def required_packages(self, plan: Plan) -> dict[str, str]:
+        """Optional packages the plan needs in the backend's environment (`package -> why`), e.g. deepspeed for a
+        ZeRO config. Backends with such options override this."""
+        return {}
+
+    def check_packages(self, plan: Plan) -> None:
+        """A plan whose environment lacks a package it needs fails now, naming the command that adds it."""
+        needed = self.required_packages(plan)
+        if not needed:
+            return
+        from ..envs import missing_packages
+
+        problems = missing_packages(self.env_name or self.name, needed)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     def prepare_target(self, plan: Plan) -> None:
         """With overwrite=True, clear the previous results this run will write (never anything else)."""
@@ -229,16 +352,24 @@ class Finetune(abc.ABC):
         """True where a run resumes from checkpoints in `path` (backends with resume support override)."""
         return False
 
-    def start(self, data: DataArg = None, plan: Plan | None = None) -> Run:
+    def eval_files(self, valset: DataArg) -> list[Path]:
+        """Files of the evaluation data. A backend without evaluation on a file refuses it (LazyLLM passed it on and
+        ignored it, silently)."""
+        if valset is None:
+            return []
+        raise ConfigError(f"finetune.{self.name} takes no evaluation data file (valset={valset!r}); pass only the "
+                          "training data (LazyLLM accepted and ignored it)")
+
+    def start(self, data: DataArg = None, plan: Plan | None = None, valset: DataArg = None) -> Run:
         """Write the plan's files and start it; returns at once with a `Run`."""
-        plan = plan or self.plan(data)
+        plan = plan or self.plan(data, valset)
         self.prepare_target(plan)
         plan.write_files()
         return Run.start(self, plan)
 
-    def __call__(self, data: DataArg = None) -> str | Run:
+    def __call__(self, data: DataArg = None, valset: DataArg = None) -> str | Run:
         """Train (and merge). Sync launcher: returns the result folder. Async launcher: returns the `Run`."""
-        run = self.start(data)
+        run = self.start(data, valset=valset)
         return run.wait() if self.launcher.sync else run
 
     def __repr__(self) -> str:

@@ -14,12 +14,12 @@ from typing import Any
 import yaml
 
 import launchers
-from lazytune import finetune
-from lazytune.backends.base import Finetune
+from lazytune import finetune, launching
+from lazytune.backends.base import Finetune, combine_problems, data_problems
 from lazytune.config import settings
 from lazytune.errors import ConfigError
 
-BACKENDS = tuple(finetune.__all__)
+TRAINERS = tuple(n for n in finetune.__all__ if n.islower())  # not LazyLLM's class-name aliases
 LAUNCHERS = ("local", "slurm", "remote")
 #: keys a config file may hold besides the backend's options (the other arguments of finetune.<backend>(...))
 ARGUMENT_KEYS = ("base_model", "target_path", "merge_path", "overwrite", "data")
@@ -33,7 +33,7 @@ valid names); values are read as YAML scalars (2e-4, true, q_proj,v_proj, [a, b]
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `train` and `plan`."""
-    parser.add_argument("backend", choices=BACKENDS, metavar="BACKEND", help=f"one of: {', '.join(BACKENDS)}")
+    parser.add_argument("backend", choices=TRAINERS, metavar="BACKEND", help=f"one of: {', '.join(TRAINERS)}")
     parser.add_argument("options", nargs="*", metavar="key=value", help="backend options (see below)")
     parser.add_argument("--base", "--base-model", dest="base_model", metavar="MODEL",
                         help="base model folder (or a name under LAZYTUNE_MODEL_PATH); never downloaded")
@@ -117,20 +117,11 @@ def make_launcher(args: argparse.Namespace, stream: bool) -> launchers.Launcher:
     name = args.launcher or settings().default_launcher
     kw: dict[str, Any] = {k: getattr(args, k) for k in ("ngpus", "nproc") if getattr(args, k) is not None}
     cluster = {k: getattr(args, k) for k in ("nnodes", "partition") if getattr(args, k) is not None}
-    try:
-        if name in ("local", "empty"):
-            if cluster:
-                raise ConfigError(f"--{' --'.join(cluster)}: only for --launcher slurm or remote")
-            return launchers.local(stream=stream, **kw)
-        if name == "slurm":
-            return launchers.slurm(**kw, **cluster)
-        if name == "remote":
-            return launchers.remote(**kw, **cluster)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"launcher {name}: {exc}") from exc
-    raise ConfigError(f"unknown launcher {name!r}: expected one of {', '.join(LAUNCHERS)}")
+    if name in ("local", "empty"):
+        if cluster:
+            raise ConfigError(f"--{' --'.join(cluster)}: only for --launcher slurm or remote")
+        kw["stream"] = stream
+    return launching.make_launcher(name, source=None if args.launcher else "LAZYTUNE_DEFAULT_LAUNCHER", **kw, **cluster)
 
 
 def make_trainer(args: argparse.Namespace, stream: bool = False) -> tuple[Finetune, list[str] | None]:
@@ -149,10 +140,15 @@ def make_trainer(args: argparse.Namespace, stream: bool = False) -> tuple[Finetu
     if missing:
         raise ConfigError(f"missing {' and '.join(missing)} (or base_model/target_path in the -c config)")
     base, target = kw.pop("base_model"), kw.pop("target_path")
+    if args.backend == "dummy":  # on the command line a typo is an error (the Python API is LazyLLM's lenient one)
+        kw.setdefault("strict", True)
     flags = ("launcher", "ngpus", "nproc", "nnodes", "partition")
     # finetune.auto chooses the number of GPUs itself unless a launcher flag fixes it
     chosen_by_auto = args.backend == "auto" and all(getattr(args, f, None) is None for f in flags)
-    trainer = cls(base, target, launcher=None if chosen_by_auto else make_launcher(args, stream), **kw)
+    try:
+        trainer = cls(base, target, launcher=None if chosen_by_auto else make_launcher(args, stream), **kw)
+    except ConfigError as exc:  # list the data's problems with it: one error names everything to fix
+        raise combine_problems(exc, data_problems(data) if data else []) from None
     return trainer, data
 
 

@@ -1,14 +1,15 @@
-"""`lazytune env install|list|path|check|remove`: the per-backend virtual environments (see lazytune/envs.py)."""
+"""`lazytune env install|list|path|check|lock|remove`: the per-backend virtual environments (see lazytune/envs.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from lazytune import envs
 
-HELP = "manage one virtual environment per backend (install, list, path, check, remove)"
+HELP = "manage one virtual environment per backend (install, list, path, check, lock, remove)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,37 +19,58 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "env",
         help=HELP,
         description=(
-            "One virtual environment per backend under $LAZYTUNE_HOME/envs (default ~/.lazytune/envs). A backend's "
-            "steps run with LAZYTUNE_<BACKEND>_PYTHON if set, else its installed environment, else this Python."
+            "One virtual environment per backend under $LAZYTUNE_HOME/envs (default ~/.lazytune/envs), installed "
+            "exactly from the committed lock configs/envs/<backend>-<cpu|cuda>.txt. A backend's steps run with "
+            "LAZYTUNE_<BACKEND>_PYTHON if set, else its installed environment, else this Python."
         ),
     )
-    sub = parser.add_subparsers(dest="env_command", metavar="{install,list,path,check,remove}")
+    sub = parser.add_subparsers(dest="env_command", metavar="{install,list,path,check,lock,remove}")
     sub.required = True
 
-    p = sub.add_parser("install", help="create or update environments (skipped when already up to date)")
+    p = sub.add_parser("install", help="create or update environments from their locks (skipped when up to date)")
     p.add_argument("backends", nargs="*", metavar="BACKEND", help=f"one or more of: {', '.join(names)}")
     p.add_argument("--all", action="store_true", help="every environment")
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")
     torch = p.add_mutually_exclusive_group()
-    torch.add_argument("--cpu", dest="cuda", action="store_false", default=None, help="CPU torch build")
     torch.add_argument(
-        "--cuda", dest="cuda", action="store_true", help="CUDA torch build (default: if nvidia-smi lists a GPU)"
+        "--cpu", dest="cuda", action="store_false", default=None, help="the CPU lock: torch's CPU-only build"
     )
+    torch.add_argument(
+        "--cuda", dest="cuda", action="store_true",
+        help="the CUDA lock (torch for the driver nvidia-smi reports, + bitsandbytes, deepspeed); default: if "
+        "nvidia-smi lists a GPU",
+    )  # fmt: skip
+    p.add_argument(
+        "--with", dest="with_", default="", metavar="PKG[,PKG]",
+        help="optional packages locked beside the environment: " + ", ".join(envs.OPTIONAL_PACKAGES),
+    )  # fmt: skip
 
     p = sub.add_parser("list", help="every environment: state, path, interpreter used")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("path", help="print an environment's folder (or its interpreter with --python)")
-    p.add_argument("backend", metavar="BACKEND")
+    p.add_argument("backend", metavar="BACKEND", help=f"one of: {', '.join(names)}")
     p.add_argument("--python", action="store_true", help="print the interpreter the backend's steps run with")
 
-    p = sub.add_parser("check", help="import the backend with its interpreter and report versions")
-    p.add_argument("backends", nargs="*", metavar="BACKEND")
+    p = sub.add_parser(
+        "check", help="import the backend with its interpreter, report versions and every package that differs "
+        "from the lock",
+    )  # fmt: skip
+    p.add_argument("backends", nargs="*", metavar="BACKEND", help=f"one or more of: {', '.join(names)}")
     p.add_argument("--all", action="store_true", help="every environment")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser(
+        "lock", help="make a new lock from a fresh resolution (installed, checked and smoke-run before it is written)"
+    )
+    p.add_argument("backends", nargs="*", metavar="BACKEND", help=f"one or more of: {', '.join(names)}")
+    p.add_argument("--all", action="store_true", help="every environment")
+    p.add_argument("--cuda", action="store_true", help="the CUDA variant (default: the CPU one)")
+    p.add_argument("--output", type=Path, help="write here instead of configs/envs/<backend>-<variant>.txt")
+    p.add_argument("--no-smoke", dest="smoke", action="store_false", help="resolve only; skip install and smoke run")
+
     p = sub.add_parser("remove", help="delete a managed environment")
-    p.add_argument("backends", nargs="+", metavar="BACKEND")
+    p.add_argument("backends", nargs="+", metavar="BACKEND", help=f"one or more of: {', '.join(names)}")
 
     parser.set_defaults(command_module=__name__)
     return parser
@@ -70,19 +92,7 @@ def _size(stamp: dict | None) -> str:
 
 
 def _print_check(result: dict) -> None:
-    mark = "ok" if result["ok"] else "FAILED"
-    print(f"{result['name']}: {mark}  ({result['python']}, Python {result.get('python_version', '?')})")
-    for module, info in result.get("imports", {}).items():
-        line = f"ok ({info['seconds']} s)" if info["ok"] else info["error"]
-        print(f"  import {module}: {line}")
-    for dist, version in result.get("versions", {}).items():
-        print(f"  {dist}: {version or 'not installed'}")
-    for cmd in result.get("commands", []):
-        print(f"  $ {' '.join(cmd['argv'])}: exit {cmd['returncode']}")
-    for dist in result.get("forbidden_present", []):
-        print(f"  {dist} is installed but must not be (breaks this backend)")
-    if result.get("error"):
-        print(f"  error: {result['error']}")
+    print(envs.format_check(result))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,8 +107,16 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     command = args.env_command
     if command == "install":
+        with_ = [w.strip() for w in args.with_.split(",") if w.strip()]
         for name in _selected(args):
-            envs.install(name, force=args.force, cuda=args.cuda)
+            envs.install(name, force=args.force, cuda=args.cuda, with_=with_)
+        return 0
+    if command == "lock":
+        names = _selected(args)
+        if args.output and len(names) > 1:
+            raise envs.EnvError("--output takes one backend")
+        for name in names:
+            envs.lock(name, cuda=args.cuda, output=args.output, smoke=args.smoke)
         return 0
     if command == "list":
         rows = envs.list_envs()

@@ -6,8 +6,9 @@ import argparse
 import sys
 import time
 
-from launchers.job import redact
-from lazytune.runs import RunRecord, find_run
+from launchers.secrets import redact
+from lazytune.run import Run
+from lazytune.runs import find_run
 
 HELP = "print (or follow with -f) the logs of a run"
 RUN_HELP = "run id (or a unique prefix), target folder (its latest run), run folder or manifest path"
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def follow(record: RunRecord, step: str | None, from_end: bool = False, interval: float = 0.5) -> None:
+def follow(record: Run, step: str | None, from_end: bool = False, interval: float = 0.5) -> None:
     """Print each log's new bytes as they come, until the run has finished and everything was printed.
 
     `from_end`: skip what the logs already hold (it was printed with --tail)."""

@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         extra = f", final loss {loss:.4g}" if isinstance(loss, (int, float)) else ""
         print(f"lazytune: run {plan.run_id} done in {job_run.ended - job_run.started:.1f} s{extra}; "
               f"manifest {plan.target.manifest}", file=sys.stderr)  # fmt: skip
+    for warning in job_run.metrics.get("warnings") or []:
+        print(f"lazytune: warning: {warning}", file=sys.stderr)
     if job_run.metrics.get("uploaded") and not args.quiet:
         print(f"lazytune: uploaded {plan.target.merge} to {job_run.metrics['uploaded']}", file=sys.stderr)
     print(result)

@@ -5,11 +5,13 @@ Standalone (never imports lazytune). Run with the alpacalora environment's Pytho
 
     python alpacalora_train.py --base-model M --data train.json --output-dir OUT --prompt-template alpaca.json
 
-Each record becomes `prompt(template, instruction, input) + output + eos`, truncated to --cutoff-len tokens.
-Samples longer than --filter-nums tokens are dropped; so are samples whose response is cut away entirely (and if that
-leaves nothing, the run fails before the model is loaded). With --train-on-inputs false the prompt tokens are masked
-(-100), so the loss covers the response tokens only. Gradient accumulation = batch_size / (micro_batch_size x world
-size). Checkpoints go to OUT/checkpoint-N (resume with --resume-from-checkpoint); rank 0 alone writes the adapter,
+Each record becomes alpaca-lora's sample: `prompt(template, instruction, input) + output` tokenized in one call,
+truncated to --cutoff-len tokens, eos appended when missing and there is room (see build_sample). Then LazyLLM's
+filter: samples of --filter-nums tokens or more (after the cut) are dropped. With --train-on-inputs false the prompt
+tokens are masked (-100), so the loss covers the response tokens only, and samples whose response was cut away
+entirely are dropped (if that leaves nothing, the run fails before the model is loaded).
+Gradient accumulation = batch_size / (micro_batch_size x world size). Checkpoints go to OUT/checkpoint-N (resume with
+--resume-from-checkpoint); rank 0 alone writes the adapter,
 OUT/trainer_log.jsonl (one line per log step) and OUT/train_data_stats.json (token counts + decoded examples).
 --data-only stops after the data checks and train_data_stats.json (no model is loaded).
 """
@@ -75,15 +77,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lora-target-modules", type=names, required=True)
     ap.add_argument("--modules-to-save", type=names, default=None)
     ap.add_argument("--deepspeed", default=None)
+    ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
+                    help="the plan's choice (bf16 from compute capability 8.0 up); default: from this machine's GPU")
+    ap.add_argument("--gradient-checkpointing", type=boolean, default=False,
+                    help="recompute activations in the backward pass: much less GPU memory, ~30%% slower")
     ap.add_argument("--train-on-inputs", type=boolean, default=True)
     ap.add_argument("--show-prompt", type=boolean, default=False)
     ap.add_argument("--resume-from-checkpoint", type=boolean, default=False)
     ap.add_argument("--warmup-steps", type=int, default=100)
+    ap.add_argument("--lr-scheduler-type", default="cosine", help="LazyLLM's copy: cosine; alpaca-lora: linear")
+    ap.add_argument("--load-best-model-at-end", type=boolean, default=True,
+                    help="with a validation set, end with the checkpoint of the lowest eval loss (as alpaca-lora)")
     ap.add_argument("--logging-steps", type=int, default=10)
     ap.add_argument("--save-steps", type=int, default=200)
     ap.add_argument("--eval-steps", type=int, default=200)
     ap.add_argument("--save-total-limit", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--val-data", nargs="+", default=None,
+                    help="evaluation records from these files (instead of a val_set_size split of --data)")
+    ap.add_argument("--trust-remote-code", type=boolean, default=False,
+                    help="load the model's own code (config.json auto_map: InternLM2, ChatGLM, Baichuan, ...)")
     ap.add_argument("--run-name", default="LLM")
     ap.add_argument("--data-only", action="store_true",
                     help="tokenize, check and write train_data_stats.json, then exit without loading the model")
@@ -115,44 +128,62 @@ def make_prompt(template: dict, instruction: str, input_text: str | None) -> str
     return re.sub(r"\{(instruction|input)\}", lambda m: values[m.group(1)], text)
 
 
-def tokenize_all(args: argparse.Namespace, tokenizer, template: dict) -> tuple[list[dict], dict]:
-    """Token ids and labels for every usable record, plus counts of what was dropped and why."""
+def build_sample(tokenizer, template: dict, rec: dict, cutoff_len: int, train_on_inputs: bool) -> dict:
+    """alpaca-lora's `generate_and_tokenize_prompt` (tloen/alpaca-lora finetune.py), token for token.
+
+    prompt + output are tokenized in ONE call (truncated to cutoff_len), so the response starts with the tokens the
+    tokenizer gives that text in context (no extra sentencepiece `▁`, byte-level merges across the boundary kept);
+    eos is appended only when the ids don't already end with it and there is room under cutoff_len. With
+    train_on_inputs false the first len(tokenizer(prompt)) labels are masked, as upstream does.
+    """
+    prompt = make_prompt(template, rec["instruction"], rec.get("input"))
     eos = tokenizer.eos_token_id
-    samples, stats = [], {"records": 0, "dropped_over_filter_nums": 0, "dropped_no_response_tokens": 0}
-    shortest_prompt = None
+    ids = list(tokenizer(prompt + (rec["output"] or ""), truncation=True, max_length=cutoff_len)["input_ids"])
+    if (not ids or ids[-1] != eos) and len(ids) < cutoff_len:
+        ids.append(eos)
+    n_prompt = len(tokenizer(prompt, truncation=True, max_length=cutoff_len)["input_ids"])
+    labels = list(ids) if train_on_inputs else ([IGNORE] * n_prompt + ids[n_prompt:])[: len(ids)]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "n_prompt": min(n_prompt, len(ids))}
+
+
+def tokenize_all(args: argparse.Namespace, tokenizer, template: dict) -> tuple[list[dict], dict]:
+    """Token ids and labels for every usable record, plus counts of what was dropped and why.
+
+    filter_nums is LazyLLM's rule (its alpaca-lora copy): cut to cutoff_len first, then keep a sample only when it
+    has fewer than filter_nums tokens. A sample whose cut left no response token is kept when train_on_inputs is
+    true (alpaca-lora trains on its prompt) and dropped when false (all its labels would be masked).
+    """
+    samples, shortest_prompt = [], None
+    stats = {"records": 0, "dropped_over_filter_nums": 0, "dropped_no_response_tokens": 0,
+             "cut_before_response": 0}  # fmt: skip
     for path in args.data:
         for rec in read_records(Path(path)):
             stats["records"] += 1
-            prompt = make_prompt(template, rec["instruction"], rec.get("input"))
-            prompt_ids = tokenizer(prompt)["input_ids"]
-            if eos is not None and prompt_ids and prompt_ids[-1] == eos:  # tokenizers that append eos themselves
-                prompt_ids = prompt_ids[:-1]
-            response_ids = tokenizer(rec["output"], add_special_tokens=False)["input_ids"] + [eos]
-            shortest_prompt = len(prompt_ids) if shortest_prompt is None else min(shortest_prompt, len(prompt_ids))
-            full = prompt_ids + response_ids
-            if len(full) > args.filter_nums:
+            sample = build_sample(tokenizer, template, rec, args.cutoff_len, args.train_on_inputs)
+            if len(sample["input_ids"]) >= args.filter_nums:
                 stats["dropped_over_filter_nums"] += 1
                 continue
-            ids = full[: args.cutoff_len]
-            n_prompt = min(len(prompt_ids), len(ids))
-            if len(ids) == n_prompt:  # the cut left no response token: nothing to learn from this sample
-                stats["dropped_no_response_tokens"] += 1
-                continue
-            labels = list(ids) if args.train_on_inputs else [IGNORE] * n_prompt + ids[n_prompt:]
-            samples.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels,
-                            "n_prompt": n_prompt})
-    if not samples:
-        if stats["dropped_no_response_tokens"]:
+            if len(sample["input_ids"]) == sample["n_prompt"]:  # the cut left no response token
+                stats["cut_before_response"] += 1
+                prompt = make_prompt(template, rec["instruction"], rec.get("input"))
+                n_prompt = len(tokenizer(prompt)["input_ids"])  # uncut, for the message below
+                shortest_prompt = n_prompt if shortest_prompt is None else min(shortest_prompt, n_prompt)
+                if not args.train_on_inputs:  # every label masked: nothing to learn from this sample
+                    stats["dropped_no_response_tokens"] += 1
+                    continue
+            samples.append(sample)
+    kept_responses = len(samples) - (stats["cut_before_response"] - stats["dropped_no_response_tokens"])
+    if not samples or kept_responses == 0:
+        if stats["cut_before_response"]:
             raise TrainError(
                 f"cutoff_len={args.cutoff_len} leaves no response tokens: in every sample the prompt alone fills "
                 f"the {args.cutoff_len} tokens (shortest prompt: {shortest_prompt} tokens with this template and "
                 f"tokenizer). Raise cutoff_len above the prompt length plus the response length."
             )
         raise TrainError(
-            f"no usable samples: all {stats['records']} records are longer than filter_nums={args.filter_nums} "
-            "tokens; raise filter_nums"
+            f"no usable samples: all {stats['records']} records have filter_nums={args.filter_nums} tokens or more "
+            f"(after the cut to cutoff_len={args.cutoff_len}); raise filter_nums"
         )
-    stats["shortest_prompt_tokens"] = shortest_prompt
     return samples, stats
 
 
@@ -251,13 +282,19 @@ def train(args: argparse.Namespace) -> None:
     import torch
     import transformers as tf
 
-    tokenizer = tf.AutoTokenizer.from_pretrained(args.base_model)
+    tokenizer = tf.AutoTokenizer.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code)
     if tokenizer.eos_token_id is None:
         raise TrainError(f"the tokenizer of {args.base_model} has no eos token: responses could never end")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     samples, stats = tokenize_all(args, tokenizer, template)
-    train_set, val_set = split(samples, args.val_set_size, args.seed)
+    if args.val_data:  # evaluation data of its own: nothing is split off the training data
+        val_set, _ = tokenize_all(argparse.Namespace(**{**vars(args), "data": args.val_data}), tokenizer, template)
+        train_set = samples
+        for s in val_set:
+            del s["n_prompt"]
+    else:
+        train_set, val_set = split(samples, args.val_set_size, args.seed)
     info = describe_data(tokenizer, train_set, val_set, stats, args)
     if rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -271,13 +308,21 @@ def train(args: argparse.Namespace) -> None:
     for s in samples:
         del s["n_prompt"]
 
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    fp16 = cuda and not bf16
+    precision = args.precision or default_precision(torch)
+    cuda = precision != "fp32" and torch.cuda.is_available()
+    if precision != "fp32" and not cuda:
+        raise TrainError(f"precision {precision} needs a CUDA GPU and this process sees none")
+    bf16, fp16 = precision == "bf16", precision == "fp16"
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
     tf.set_seed(args.seed)  # the LoRA weights are initialised before the Trainer would seed anything
-    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, dtype=dtype)
+    load: dict = {"dtype": dtype, "low_cpu_mem_usage": True}  # transformers 4.x: no full fp32 copy in host RAM
+    if cuda and not args.deepspeed:  # each rank loads straight onto its own GPU (not N full copies in host RAM)
+        load["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model = tf.AutoModelForCausalLM.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code, **load)
     model.config.use_cache = False
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings: LoRA's checkpointed blocks still get gradients
 
     from peft import LoraConfig, get_peft_model
 
@@ -302,6 +347,7 @@ def train(args: argparse.Namespace) -> None:
         per_device_train_batch_size=args.micro_batch_size, per_device_eval_batch_size=args.micro_batch_size,
         gradient_accumulation_steps=grad_accum, num_train_epochs=args.num_epochs, learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps, optim="adamw_torch", logging_steps=args.logging_steps,
+        lr_scheduler_type=args.lr_scheduler_type, load_best_model_at_end=bool(val_set) and args.load_best_model_at_end,
         eval_strategy="steps" if val_set else "no", eval_steps=args.eval_steps if val_set else None,
         save_strategy="steps", save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         bf16=bf16, fp16=fp16, use_cpu=not cuda, deepspeed=args.deepspeed or None,
@@ -325,6 +371,13 @@ def train(args: argparse.Namespace) -> None:
         if not (out / "adapter_config.json").is_file():
             raise TrainError(f"training finished but no adapter was written to {out}")
         say(f"adapter saved to {out} (final train loss {result.training_loss:.4f}, {result.global_step} steps)")
+
+
+def default_precision(torch) -> str:  # noqa: ANN001 - the torch module, imported late
+    """bf16 from compute capability 8.0 up, fp16 below, fp32 on CPU (is_bf16_supported() says yes on a T4, emulated)."""
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,6 +104,13 @@ def make_log_callback(callback_base: type, path: Path, rank: int, learning_rate:
     return TrainerLog()
 
 
+def precision(cfg: dict, torch) -> str:  # noqa: ANN001 - the torch module, imported late
+    """The plan's choice; else bf16 from compute capability 8.0 up (is_bf16_supported() says yes on a T4)."""
+    if cfg.get("precision"):
+        return cfg["precision"]
+    return "bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="collie_config.json written by finetune.collie")
@@ -125,7 +132,9 @@ def main() -> int:
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=True)
+    # finetune.collie decides trust_remote_code from the model folder (config.json auto_map); older configs lack it
+    remote_code = bool(cfg.get("trust_remote_code", True))
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     examples = build_examples(records, cfg["prompt_template"], tokenizer.eos_token)
@@ -133,7 +142,7 @@ def main() -> int:
     from collie import Callback, CollieConfig, CollieDatasetForTraining, CollieModelForCausalLM, Trainer, env
     from peft import LoraConfig, TaskType
 
-    config = CollieConfig.from_pretrained(str(base), trust_remote_code=True)
+    config = CollieConfig.from_pretrained(str(base), trust_remote_code=remote_code)
     for key, value in parallel.items():
         setattr(config, key, value)
     config.use_flash = False  # flash-attn is not part of the environment
@@ -171,7 +180,7 @@ def main() -> int:
     if world != want:
         return fail(f"dp_size x pp_size x tp_size = {want} but this job has {world} process(es)")
     config.ds_config = {
-        ("bf16" if torch.cuda.is_bf16_supported() else "fp16"): {"enabled": True},
+        precision(cfg, torch): {"enabled": True},
         "train_micro_batch_size_per_gpu": parallel["train_micro_batch_size"],
         "gradient_accumulation_steps": parallel["gradient_accumulation_steps"],
         "zero_optimization": {"stage": 0},

@@ -29,6 +29,23 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
+def quantized_random_model(config, dtype, kwargs: dict):  # noqa: ANN001, ANN201 - transformers objects
+    """A random model loaded in 4-bit as LLaMA-Factory loads QLoRA: `from_config` takes no quantization_config (it
+    raised a TypeError), so the random bf16 weights are saved to a temporary folder and loaded back quantized."""
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=dtype)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="measure-qlora-") as folder:
+        with torch.device("cuda"):
+            AutoModelForCausalLM.from_config(config, **kwargs).save_pretrained(folder)
+        torch.cuda.empty_cache()
+        return AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, device_map={"": 0}, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
@@ -46,19 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.qlora and device != "cuda":
+        print("measure_memory: --qlora needs a CUDA GPU (bitsandbytes 4-bit layers run on CUDA only)", file=sys.stderr)
+        return 2
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     config = AutoConfig.from_pretrained(args.config)
     config.use_cache = False
     base_rss = rss_gib()
     kwargs = {"dtype": dtype, "attn_implementation": "sdpa"}
     if args.qlora:
-        from transformers import BitsAndBytesConfig
-
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=dtype)  # fmt: skip
-        kwargs["quantization_config"] = quant
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, **kwargs)
+        model = quantized_random_model(config, dtype, kwargs)
+    else:
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, **kwargs)
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -77,7 +77,8 @@ class Profile:
 
 
 PROFILES = {
-    "dummy": Profile("dummy", reads_data=False, kind="sft"),
+    # strict: checked like a real backend (by default the dummy is LazyLLM's lenient stand-in)
+    "dummy": Profile("dummy", reads_data=False, kind="sft", kw=(("strict", True),)),
     "llamafactory": Profile("llamafactory", reads_data=True, kind="sft", kw=(("template", "default"),)),
     "alpacalora": Profile("alpacalora", reads_data=True, kind="sft", kw=(("val_set_size", 2),)),
     "flagembedding": Profile("flagembedding", reads_data=True, kind="embed", model_type="bert"),

@@ -1,5 +1,7 @@
 """The one fake of sbatch / scontrol / squeue / scancel / sacct used by lazytune's fast unit tests.
 
+With FAKE_SLURM_HANG=1 every command hangs, as SLURM's clients do while no controller answers (they retry).
+
 It really runs the batch script (with bash, as SLURM would), so the generated script is exercised too; only the
 scheduling is fake: one "node" named fake1, jobs start at once unless submitted with --hold. State lives in
 $FAKE_SLURM_DIR (one JSON file per job). `install(bin_dir)` writes the command wrappers.
@@ -17,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = ("sbatch", "scontrol", "squeue", "scancel", "sacct")
+COMMANDS = ("sbatch", "scontrol", "squeue", "scancel", "sacct", "sinfo")
 
 
 def install(bin_dir: Path) -> Path:
@@ -112,6 +114,9 @@ def _run(job_id: str) -> int:
 
 
 def scontrol(args: list[str]) -> int:
+    if args[:1] == ["ping"]:
+        print("Slurmctld(primary) at fake1 is UP")
+        return 0
     job_id = args[-1]
     job = _load(job_id) if args[:2] == ["show", "job"] else None
     if job is None or job.get("purged"):
@@ -160,11 +165,21 @@ def sacct(args: list[str]) -> int:
     return 0
 
 
+def sinfo(args: list[str]) -> int:
+    """`sinfo -h -o %G`: the gres of the fake node ($FAKE_SLURM_GRES, default none)."""
+    print(os.environ.get("FAKE_SLURM_GRES") or "(null)")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     cmd, args = argv[0], argv[1:]
+    if os.environ.get("FAKE_SLURM_HANG") == "1" and cmd != "_run":
+        time.sleep(3600)
     if cmd == "_run":
         return _run(args[0])
-    return {"sbatch": sbatch, "scontrol": scontrol, "squeue": squeue, "scancel": scancel, "sacct": sacct}[cmd](args)
+    commands = {"sbatch": sbatch, "scontrol": scontrol, "squeue": squeue, "scancel": scancel, "sacct": sacct,
+                "sinfo": sinfo}  # fmt: skip
+    return commands[cmd](args)
 
 
 if __name__ == "__main__":

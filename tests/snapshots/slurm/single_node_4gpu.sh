@@ -4,9 +4,9 @@
 # sbatch --parsable --job-name=sft_run '--output=/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \\ \nnext line/slurm.out' --nodes=1 --ntasks-per-node=4 --gres=gpu:4 --partition=gpu --time=2:00:00 --export=HOME,PATH
 set -euo pipefail
 
-LAZYTUNE_STATUS='/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
+LAUNCHERS_STATUS='/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
 next line/steps.tsv'
-lazytune_mark() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(date +%s.%N)" >>"$LAZYTUNE_STATUS"; }
+lazytune_mark() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(date +%s.%N)" >>"$LAUNCHERS_STATUS"; }
 export SLURM_EXPORT_ENV=ALL  # srun steps inside this job see the variables set below
 lazytune_redact() {  # usage: cmd | lazytune_redact 'NAME1 NAME2'
     awk -v names="$1" 'BEGIN { n = split(names, k, " ") }

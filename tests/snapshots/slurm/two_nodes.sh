@@ -4,9 +4,9 @@
 # sbatch --parsable --job-name=sft_run '--output=/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \\ \nnext line/slurm.out' --nodes=2 --ntasks-per-node=8 --gres=gpu:8 --partition=a100 --time=1-0 --mem=200G --export=HOME,PATH
 set -euo pipefail
 
-LAZYTUNE_STATUS='/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
+LAUNCHERS_STATUS='/runs/it'"'"'s a "run"; $(touch /tmp/lazytune-pwned) `id` \ 
 next line/steps.tsv'
-lazytune_mark() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(date +%s.%N)" >>"$LAZYTUNE_STATUS"; }
+lazytune_mark() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(date +%s.%N)" >>"$LAUNCHERS_STATUS"; }
 export SLURM_EXPORT_ENV=ALL  # srun steps inside this job see the variables set below
 lazytune_redact() {  # usage: cmd | lazytune_redact 'NAME1 NAME2'
     awk -v names="$1" 'BEGIN { n = split(names, k, " ") }
@@ -17,9 +17,9 @@ lazytune_redact() {  # usage: cmd | lazytune_redact 'NAME1 NAME2'
 }
 export MASTER_PORT="${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}"
 # rendezvous on the first node of the allocation
-LAZYTUNE_FIRST_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"
-MASTER_ADDR="$(scontrol show node -o "$LAZYTUNE_FIRST_NODE" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')"
-export MASTER_ADDR="${MASTER_ADDR:-$LAZYTUNE_FIRST_NODE}"
+LAUNCHERS_FIRST_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"
+MASTER_ADDR="$(scontrol show node -o "$LAUNCHERS_FIRST_NODE" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')"
+export MASTER_ADDR="${MASTER_ADDR:-$LAUNCHERS_FIRST_NODE}"
 export LAZYTUNE_X='1 2'
 
 # ---- step 1/2: train (secret variables from the job environment: HF_TOKEN)
