@@ -221,7 +221,8 @@ def lf_case(model: Path, data: Path, work: Path, by_hand: bool, overrides: dict[
         out["by_hand_argv"] = argv
         started = time.time()
         with GpuMemory() as mem:
-            proc = subprocess.run(argv, env={**os.environ, **plan.steps[0].env}, check=False)
+            train_env = next(s.env for s in plan.steps if s.name == "train")  # the data step runs first
+            proc = subprocess.run(argv, env={**os.environ, **train_env}, check=False)
         out["by_hand_seconds"] = round(time.time() - started, 1)
         out["by_hand_exit"] = proc.returncode
         out["by_hand_peak_gpu_gib"] = mem.peak_gib

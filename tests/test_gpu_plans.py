@@ -42,6 +42,10 @@ def lf_model(root: Path) -> Path:
     return folder
 
 
+def step(plan, name: str):
+    return next(s for s in plan.steps if s.name == name)
+
+
 def lf_plan(tmp_path: Path, launcher: launchers.Launcher, **kw):
     data = lf_data.alpaca(tmp_path / "a.json")
     plan = finetune.llamafactory(lf_model(tmp_path), tmp_path / "t", launcher=launcher, **kw).plan(data)
@@ -70,14 +74,14 @@ def test_deepspeed_step_runs_under_torchrun_with_lf_settings(cards, gpu_packages
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 2}}))
     plan, _ = lf_plan(tmp_path, launchers.local(ngpus=1), deepspeed=str(ds))
-    train = plan.steps[0]
+    train = step(plan, "train")  # after the data step (LF's loader on the data, one CPU process)
     assert train.torchrun and train.runs_torchrun(1)
     assert train.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert train.env["TORCH_NCCL_AVOID_RECORD_STREAMS"] == "1"
     plain, _ = lf_plan(tmp_path, launchers.local(ngpus=1))  # one process, no DeepSpeed: a plain process
-    assert not plain.steps[0].torchrun and "PYTORCH_CUDA_ALLOC_CONF" not in plain.steps[0].env
+    assert not step(plain, "train").torchrun and "PYTORCH_CUDA_ALLOC_CONF" not in step(plain, "train").env
     cpu, _ = lf_plan(tmp_path, launchers.local(ngpus=0, nproc=2))  # torchrun on CPU: no CUDA settings
-    assert cpu.steps[0].runs_torchrun(2) and "PYTORCH_CUDA_ALLOC_CONF" not in cpu.steps[0].env
+    assert step(cpu, "train").runs_torchrun(2) and "PYTORCH_CUDA_ALLOC_CONF" not in step(cpu, "train").env
 
 
 def argv_value(argv, flag: str) -> str | None:

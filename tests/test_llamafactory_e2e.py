@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import launchers
-from lazytune import JobFailed, finetune
+from lazytune import DataError, JobFailed, finetune
 from tests.helpers import lf_data
 from tests.helpers.models import check_merged, env_python, tiny_model
 
@@ -65,7 +65,7 @@ def test_sft_lora_alpaca_adapter_and_merged_model(lf_python: str, model: Path, t
     check = check_merged(lf_python, model, Path(merged))
     assert check["generated"] > 0 and check["max_weight_diff"] > 1e-6 and check["bin_files"] == []
     m = manifest(target)
-    assert m["state"] == "COMPLETED" and [s["exit_code"] for s in m["job"]["steps"]] == [0, 0]
+    assert m["state"] == "COMPLETED" and [s["exit_code"] for s in m["job"]["steps"]] == [0, 0, 0]
     assert m["versions"]["llamafactory"] == "0.9.5"
     assert isinstance(m["metrics"]["final_loss"], float) and m["metrics"]["steps"] == 6
 
@@ -140,7 +140,7 @@ def test_train_failure_raises_with_log_tail_and_skips_export(model: Path, tmp_pa
     assert info.value.log_tail.strip()
     m = manifest(target)
     assert m["state"] == "FAILED" and m["job"]["failed_step"] == "train"
-    assert m["job"]["steps"][1]["exit_code"] is None  # export never ran
+    assert m["job"]["steps"][2]["exit_code"] is None  # export never ran
     assert not (target / "lazyllm_merge").exists()
 
 
@@ -189,3 +189,60 @@ def test_ppo_with_a_reward_model(lf_python: str, model: Path, tmp_path: Path) ->
     assert (target / "lazyllm_lora" / "value_head.safetensors").is_file()
     assert check_merged(lf_python, model, Path(merged))["generated"] > 0
     assert manifest(target)["metrics"]["steps"] == 2
+
+
+def test_rows_lf_drops_are_counted_and_strict_data_stops_before_training(lf_python: str, model: Path,
+                                                                        tmp_path: Path) -> None:
+    """LF's own loader, on data where it drops a record: the manifest says how many records went in and how many
+    were trained on, with why and which; strict_data=True fails in the data step, before any training."""
+    records = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]}
+               for i in range(10)]  # fmt: skip
+    records[3]["conversations"].reverse()  # gpt first: LF's converter skips it
+    data = lf_data.write_records(tmp_path / "d.json", records)
+    target = tmp_path / "counted"
+    trainer = finetune.llamafactory(model, target, launcher=quiet(), **FAST)
+    assert any("skip 1 of 10" in n for n in trainer.plan(data).notes)
+    trainer(data)
+    info = manifest(target)["metrics"]["data"]
+    assert info["records_in"] == {str(data): 10} and info["examples_trained"] == 9
+    (drop,) = info["dropped"]["d"].values()
+    assert drop == {"count": 1, "first": [4]}
+    with pytest.raises(DataError, match="strict_data=True"):  # seen when planning: refused before anything runs
+        finetune.llamafactory(model, tmp_path / "strict", launcher=quiet(), strict_data=True, **FAST).plan(data)
+    # drops only LF's preprocessing shows: the data step itself refuses them with --strict
+    from lazytune.backends.base import script
+
+    run_dir = next((target / "lazytune_runs").iterdir())
+    proc = subprocess.run([lf_python, script("lf_data_check.py"), str(run_dir / "train.yaml"),
+                           str(tmp_path / "report.json"), "--strict"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 3 and "1 skipped by LF's converter" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_trainset_and_valset_evaluates_on_the_second_file(model: Path, tmp_path: Path) -> None:
+    """LazyLLM's `trainer(trainset, valset)`: the second file is LF's eval_dataset and is evaluated."""
+    target = tmp_path / "with-eval"
+    trainer = finetune.llamafactory(model, target, launcher=quiet(), **FAST)
+    trainer(lf_data.alpaca(tmp_path / "train.json"), lf_data.alpaca(tmp_path / "val.json", n=4))
+    results = json.loads((target / "lazyllm_lora" / "eval_results.json").read_text())
+    assert isinstance(results["eval_loss"], float)
+
+
+def test_predict_only_config_writes_predictions_into_the_target(lf_python: str, model: Path, tmp_path: Path) -> None:
+    """A config like LF's nlg_eval/llama3_lora_predict.yaml: no training, no merge, predictions in the target."""
+    probe = subprocess.run([lf_python, "-c", "import jieba, nltk, rouge_chinese"], capture_output=True, timeout=120)
+    if probe.returncode:  # LF's predict_with_generate scores with them (LF's `metrics` extra)
+        pytest.skip("the llamafactory env lacks jieba / nltk / rouge-chinese (LF's metrics extra)")
+    trained = tmp_path / "trained"
+    finetune.llamafactory(model, trained, launcher=quiet(), **FAST)(lf_data.alpaca(tmp_path / "a.json"))
+    cfg = {"adapter_name_or_path": str(trained / "lazyllm_lora"), "stage": "sft", "do_predict": True,
+           "finetuning_type": "lora", "template": "qwen", "cutoff_len": 64, "max_new_tokens": 4,
+           "per_device_eval_batch_size": 2, "predict_with_generate": True, "report_to": "none"}  # fmt: skip
+    path = tmp_path / "predict.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    target = tmp_path / "predicted"
+    result = finetune.llamafactory(model, target, launcher=quiet(), config_path=path)(
+        lf_data.alpaca(tmp_path / "ask.json", n=4))
+    assert result == str(target / "predictions")
+    lines = (target / "predictions" / "generated_predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "predict" in json.loads(lines[0])
+    assert not (target / "lazyllm_merge").exists()

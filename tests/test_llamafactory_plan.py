@@ -114,14 +114,14 @@ def test_plan_writes_nothing_and_yaml_is_valid(tmp_path: Path) -> None:
     assert "max_samples" not in train and not {"fp16", "bf16"} & set(train)  # no truncation, fp32 on CPU
     export = yaml.safe_load(file_of(plan, "export.yaml"))
     assert export["export_legacy_format"] is False and export["export_dir"] == str(tmp_path / "target/lazyllm_merge")
-    assert [s.name for s in plan.steps] == ["train", "export"] and plan.steps[0].distributed
+    assert [s.name for s in plan.steps] == ["data", "train", "export"] and plan.steps[1].distributed
     assert plan.result == tmp_path / "target" / "lazyllm_merge"
 
 
 def test_full_and_freeze_copy_instead_of_export(tmp_path: Path) -> None:
     for kind in ("full", "freeze"):
         plan = plan_of(tmp_path, lf_data.alpaca(tmp_path / "a.json"), finetuning_type=kind)
-        assert [s.name for s in plan.steps] == ["train", "copy"]
+        assert [s.name for s in plan.steps] == ["data", "train", "copy"]
         assert not any(f.path.name == "export.yaml" for f in plan.files)
 
 
@@ -166,7 +166,7 @@ def test_keys_lazytune_sets_are_refused_with_what_to_use(tmp_path: Path) -> None
         finetune.llamafactory(model_folder(tmp_path), tmp_path / "t", output_dir="/x")
 
 
-def test_config_path_is_validated_and_overrides_template(tmp_path: Path) -> None:
+def test_config_path_is_validated_and_is_the_whole_config(tmp_path: Path) -> None:
     cfg = tmp_path / "my.yaml"
     cfg.write_text("learning_rate: 3.0e-5\nnum_train_epoch: 2\nmodel_name_or_path: /somewhere\n")
     typo = rf"'num_train_epoch' for llamafactory; did you mean 'num_train_epochs'.*{cfg.name}"
@@ -176,8 +176,11 @@ def test_config_path_is_validated_and_overrides_template(tmp_path: Path) -> None
     t = finetune.llamafactory(model_folder(tmp_path), tmp_path / "t", config_path=cfg, lora_rank=4)
     assert t.options["learning_rate"] == 3e-5 and t.options["lora_rank"] == 4  # keywords win over the file
     plan = t.plan(lf_data.alpaca(tmp_path / "a.json"))
-    assert yaml.safe_load(file_of(plan, "train.yaml"))["model_name_or_path"] != "/somewhere"
+    train = yaml.safe_load(file_of(plan, "train.yaml"))
+    assert train["model_name_or_path"] != "/somewhere"
     assert any("model_name_or_path" in n for n in plan.notes)
+    assert "lora_dropout" not in train and "cutoff_len" not in train  # no template values under the user's config
+    assert any("lazytune sets 'dataset'" in n for n in plan.notes)
 
 
 def test_export_config_path_is_validated(tmp_path: Path) -> None:
@@ -329,20 +332,23 @@ def test_multimodal_and_system_columns_pass_through(tmp_path: Path) -> None:
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>What?"},
                                              {"role": "assistant", "content": "A cat."}],
                                 "images": ["cat.png"], "system": "Be brief.", "tools": "[]"}) + "\n")  # fmt: skip
-    info = json.loads(file_of(plan_of(tmp_path, data), "dataset_info.json"))["mm"]
+    (tmp_path / "cat.png").write_bytes(b"png")
+    plan = plan_of(tmp_path, data)
+    assert yaml.safe_load(file_of(plan, "train.yaml"))["media_dir"] == str(tmp_path)
+    info = json.loads(file_of(plan, "dataset_info.json"))["mm"]
     assert info["formatting"] == "sharegpt"
     assert info["columns"] == {"messages": "messages", "system": "system", "tools": "tools", "images": "images"}
     tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
     assert info["tags"] == tags
 
 
-def test_big_files_are_checked_from_the_head_only_unless_asked(tmp_path: Path) -> None:
+def test_every_record_is_read_whatever_validate_data_says(tmp_path: Path) -> None:
     data = tmp_path / "late-error.jsonl"
     lines = [json.dumps({"instruction": f"q{i}", "output": "a"}) for i in range(100)] + ["{not json"]
     data.write_text("\n".join(lines) + "\n")
-    plan_of(tmp_path, data, validate_data=False)  # head only: fine
-    with pytest.raises(DataError, match="line 101"):
-        plan_of(tmp_path, data)  # small file: every record is read
+    for validate in (False, None):
+        with pytest.raises(DataError, match="line 101"):
+            plan_of(tmp_path, data, **({} if validate is None else {"validate_data": validate}))
 
 
 def test_url_data_is_fetched_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

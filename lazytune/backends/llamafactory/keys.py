@@ -25,7 +25,8 @@ MANAGED = {
     "export_dir": "pass merge_path (default <target>/lazyllm_merge)",
     "dataset": "pass the data files when calling the trainer: trainer('data.json')",
     "dataset_dir": "pass the data files when calling the trainer: trainer('data.json')",
-    "eval_dataset": "evaluation data files are not supported by lazytune yet (use val_size to split the data)",
+    "eval_dataset": "pass the evaluation files when calling the trainer: trainer('train.json', 'val.json') (or "
+                    "val_size to split the training data)",
     "adapter_name_or_path": "not supported for training by lazytune yet (the export step sets it)",
     "do_train": "always true for training",
 }
@@ -35,8 +36,10 @@ ALIASES = {"lora_rank": ("lora_r",), "additional_target": ("modules_to_save",), 
 
 #: Options of lazytune's own (not LLaMA-Factory keys).
 OWN_OPTIONS = (
-    Option("validate_data", bool, None, "read every record of the data files before starting (default: files "
-           "under 512 MB; bigger ones are checked from their head only)"),
+    Option("validate_data", bool, None, "no effect: every record of every data file is read when planning (the "
+           "scan is cached, so re-planning an unchanged file is instant)"),
+    Option("strict_data", bool, False, "fail before training when LLaMA-Factory would skip any record (bad role "
+           "order, ...) instead of noting it in the plan"),
 )  # fmt: skip
 
 #: Lower bounds LF leaves to a crash deep in training (inclusive).
