@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from .datagen import generate
+from .run import parse_size
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-UNITS = {"MB": 1 << 20, "GB": 1 << 30}
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -55,14 +55,6 @@ def measure(what: str, path: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, what, str(path)], capture_output=True, text=True, env=env,
                          check=True, cwd=HERE.parent)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def parse_size(text: str) -> int:
-    text = text.strip().upper()
-    for unit, factor in UNITS.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,10 @@ import os
 import random
 import re
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run by path in a backend env: its sibling modules
+from script_utils import jsonl_logger, read_records  # noqa: E402
 
 IGNORE = -100
 
@@ -104,15 +106,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- data ------------------------------------------------------------------------------------------------------------
-def read_records(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8-sig") as f:
-        head = f.read(4096).lstrip()
-        f.seek(0)
-        if head.startswith("["):
-            return json.load(f)
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def load_template(path: Path) -> dict:
     template = json.loads(path.read_text(encoding="utf-8"))
     for key in ("prompt_input", "prompt_no_input"):
@@ -218,34 +211,6 @@ def describe_data(tokenizer, train: list[dict], val: list[dict], stats: dict, ar
 
 
 # -- training --------------------------------------------------------------------------------------------------------
-def jsonl_logger(path: Path):
-    """A TrainerCallback writing LLaMA-Factory-style trainer_log.jsonl lines (rank 0), read by lazytune's progress."""
-    from transformers import TrainerCallback
-
-    class JsonlLog(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            self.start, self.first_step = time.time(), state.global_step
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not state.is_world_process_zero or not logs:
-                return
-            step, total = state.global_step, max(state.max_steps, 1)
-            elapsed = time.time() - self.start
-            done = max(step - self.first_step, 1)
-            entry = {"current_steps": step, "total_steps": total, "epoch": round(state.epoch or 0, 4),
-                     "percentage": round(100 * step / total, 2), "elapsed_time": round(elapsed, 2),
-                     "remaining_time": round(elapsed / done * (total - step), 2)}
-            for key in ("loss", "eval_loss", "train_loss"):
-                if key in logs:
-                    entry[key] = logs[key]
-            if "learning_rate" in logs:
-                entry["lr"] = logs["learning_rate"]
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    return JsonlLog()
-
-
 def complete(checkpoint: Path) -> bool:
     """trainer_state.json is written last: a run killed mid-save leaves it missing, empty or cut short."""
     try:

@@ -18,14 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-
-def read_records(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8-sig") as f:
-        head = f.read(4096).lstrip()
-        f.seek(0)
-        if head.startswith("["):
-            return json.load(f)
-        return [json.loads(line) for line in f if line.strip()]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run by path in a backend env: its sibling modules
+from script_utils import read_records  # noqa: E402
 
 
 def device() -> str:
