@@ -119,6 +119,8 @@ class Run:
         self.versions = versions or self._data.get("versions") or {}
         self.problems: list[str] = []
         self.metrics: dict[str, Any] = dict(self._data.get("metrics") or {})
+        if self._data.get("data"):  # the backend's data report is kept beside the metrics in the manifest
+            self.metrics["data"] = self._data["data"]
         self.loss_curve: Path | None = None
         self._finalized = threading.Event()
 
@@ -352,7 +354,9 @@ class Run:
             "launcher_kind": self.launcher_kind,
             "job": job,
             "result": str(self.plan.result) if self.plan.result else None,
-            "metrics": self.metrics,
+            "metrics": {k: v for k, v in self.metrics.items() if k != "data"},
+            # records given per file and examples trained (LLaMA-Factory's row accounting), when the backend counts
+            "data": self.metrics.get("data"),
             "progress_log": str(self.trainer.progress_log(self.plan) or "") or None,
             "loss_curve": str(self.loss_curve) if self.loss_curve else None,
             "versions": self.versions,

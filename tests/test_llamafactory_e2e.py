@@ -15,6 +15,7 @@ import yaml
 
 import launchers
 from lazytune import DataError, JobFailed, finetune
+from lazytune.run import Run
 from tests.helpers import lf_data
 from tests.helpers.models import check_merged, env_python, tiny_model
 
@@ -203,7 +204,8 @@ def test_rows_lf_drops_are_counted_and_strict_data_stops_before_training(lf_pyth
     trainer = finetune.llamafactory(model, target, launcher=quiet(), **FAST)
     assert any("skip 1 of 10" in n for n in trainer.plan(data).notes)
     trainer(data)
-    info = manifest(target)["metrics"]["data"]
+    info = manifest(target)["data"]
+    assert "data" not in manifest(target)["metrics"] and Run.load(target / "lazytune_run.json").metrics["data"] == info
     assert info["records_in"] == {str(data): 10} and info["examples_trained"] == 9
     (drop,) = info["dropped"]["d"].values()
     assert drop == {"count": 1, "first": [4]}
