@@ -16,6 +16,8 @@ NPROC_PER_NODE=2 llamafactory-cli train`, without LF re-splitting the command li
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -105,11 +107,7 @@ class LlamafactoryFinetune(Finetune):
                 kw[key] = value
         self.config_path = Path(config_path).expanduser() if config_path else None
         self.export_config_path = Path(export_config_path).expanduser() if export_config_path else None
-        self.ignored: list[tuple[Path, str]] = []  # (config file, key lazytune sets itself)
-        self.export_options: dict[str, Any] = {}
         self.merge_asked = merge_path is not None or self.export_config_path is not None
-        self.predict_only = False  # config_path with do_predict and no do_train: predictions, no training
-        self.predict_adapter: str | None = None
         self.dataset_dir, self.dataset_names = self._lazyllm_dataset_dir(kw), []
         # with dataset_dir, `dataset` names the registered data used when the trainer is called without data
         self.default_dataset = kw.pop("dataset", None) if self.dataset_dir is not None else None
@@ -139,21 +137,45 @@ class LlamafactoryFinetune(Finetune):
         self.dataset_names, files = registered_files(self.dataset_dir, data)
         return files
 
+    @functools.cached_property
+    def config_files(self) -> ConfigFiles:
+        """config_path / export_config_path as read once (first needed by validate_options)."""
+        return read_config_files(self.config_path, self.export_config_path)
+
+    @property
+    def ignored(self) -> list[tuple[Path, str]]:
+        """(config file, key) pairs of the user's YAMLs that lazytune sets itself (noted in the plan)."""
+        return self.config_files.ignored
+
+    @property
+    def predict_only(self) -> bool:
+        """config_path with do_predict and no do_train: predictions, no training, no merge."""
+        return self.config_files.predict_only
+
+    @property
+    def predict_adapter(self) -> str | None:
+        return self.config_files.predict_adapter
+
+    @functools.cached_property
+    def export_options(self) -> dict[str, Any]:
+        """lora_export.yaml, then export_config_path, checked against LF's export keys."""
+        keys = lf_keys()
+        allowed = export_keys(keys)
+        export_spec = OptionSpec("llamafactory", [o for o in option_spec(keys) if o.name in allowed])
+        sources = [(load_yaml(config_dir() / "lora_export.yaml", "template"), "lora_export.yaml")]
+        if self.config_files.export is not None:
+            sources.append((self.config_files.export, str(self.export_config_path)))
+        out: dict[str, Any] = {}
+        for values in _validate_all(export_spec, sources):
+            out.update(values)
+        return out
+
     def validate_options(self, kw: dict[str, Any]) -> dict[str, Any]:
-        """sft.yaml, then config_path, then keywords (each checked); export YAMLs likewise."""
+        """sft.yaml (or config_path: the whole config), then keywords, each checked; the export YAMLs likewise."""
         keys = lf_keys()
         spec = option_spec(keys)
-        if self.config_path:  # the user's config is the whole config: no template values underneath
-            user = load_yaml(self.config_path, "config_path")
-            self.predict_only = _check_training_config(user, self.config_path)
-            if self.predict_only:  # the adapter to predict with is the config's own; the data are the eval data
-                adapter = user.pop("adapter_name_or_path", None)
-                user.pop("eval_dataset", None)
-                if adapter and not Path(str(adapter)).expanduser().is_dir():
-                    raise ConfigError(f"{self.config_path}: adapter_name_or_path {adapter!r} is not a folder")
-                self.predict_adapter = str(Path(str(adapter)).expanduser().resolve()) if adapter else None
-            self.ignored = [(self.config_path, k) for k in user if k in MANAGED]
-            sources = [({k: v for k, v in user.items() if k not in MANAGED}, str(self.config_path))]
+        if self.config_files.train is not None:  # the user's config is the whole config: no template values underneath
+            sources = [(self.config_files.train, str(self.config_path))]
         else:
             sources = [(load_yaml(config_dir() / "sft.yaml", "template"), "sft.yaml")]
         sources.append((kw, ""))
@@ -163,17 +185,6 @@ class LlamafactoryFinetune(Finetune):
         merged = {k: v for k, v in merged.items() if v is not None}
         for key in ("stage", "finetuning_type"):  # what LF itself uses when a config leaves them out
             merged.setdefault(key, keys["train"][key]["default"])
-
-        allowed = export_keys(keys)
-        export_spec = OptionSpec("llamafactory", [o for o in spec if o.name in allowed])
-        export_sources = [(load_yaml(config_dir() / "lora_export.yaml", "template"), "lora_export.yaml")]
-        if self.export_config_path:
-            user = load_yaml(self.export_config_path, "export_config_path")
-            self.ignored += [(self.export_config_path, k) for k in user if k in MANAGED]
-            export_sources.append(({k: v for k, v in user.items() if k not in MANAGED}, str(self.export_config_path)))
-        self.export_options = {}
-        for values in _validate_all(export_spec, export_sources):
-            self.export_options.update(values)
 
         problems = []
         if merged.get("stage") == "ppo" and not merged.get("reward_model"):
@@ -460,6 +471,39 @@ def _data_report(plan: Plan) -> dict[str, Any] | None:
         "examples_trained": report.get("examples_trained"),
         "dropped": {name: d["drops"] for name, d in sets.items() if d.get("drops")},
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFiles:
+    """The user's LF YAMLs as lazytune uses them: `train` / `export` without the keys lazytune manages (None: not
+    given), those keys (`ignored`), and whether the train config only predicts (with which adapter)."""
+
+    train: dict[str, Any] | None = None
+    export: dict[str, Any] | None = None
+    ignored: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+    predict_only: bool = False
+    predict_adapter: str | None = None
+
+
+def read_config_files(config_path: Path | None, export_config_path: Path | None) -> ConfigFiles:
+    """Read and check config_path / export_config_path (errors name the file)."""
+    train, export, ignored, predict_only, adapter = None, None, [], False, None
+    if config_path:
+        user = load_yaml(config_path, "config_path")
+        predict_only = _check_training_config(user, config_path)
+        if predict_only:  # the adapter to predict with is the config's own; the data are the eval data
+            given = user.pop("adapter_name_or_path", None)
+            user.pop("eval_dataset", None)
+            if given and not Path(str(given)).expanduser().is_dir():
+                raise ConfigError(f"{config_path}: adapter_name_or_path {given!r} is not a folder")
+            adapter = str(Path(str(given)).expanduser().resolve()) if given else None
+        ignored += [(config_path, k) for k in user if k in MANAGED]
+        train = {k: v for k, v in user.items() if k not in MANAGED}
+    if export_config_path:
+        user = load_yaml(export_config_path, "export_config_path")
+        ignored += [(export_config_path, k) for k in user if k in MANAGED]
+        export = {k: v for k, v in user.items() if k not in MANAGED}
+    return ConfigFiles(train, export, ignored, predict_only, adapter)
 
 
 def _check_training_config(user: dict[str, Any], path: Path) -> bool:
