@@ -39,6 +39,7 @@ COMMON = (
     "bitsandbytes==0.50.2",  # QLoRA
     "deepspeed==0.19.8", "hjson==3.1.0",  # single-GPU DeepSpeed
     "FlagEmbedding==1.4.2",
+    "msgspec==0.22.0",  # lazytune's own data scan (a core dependency), run by the box's Python
 )  # fmt: skip
 # Downloaded even where the target has the package: the versions it has break these (datasets 4.0 needs fsspec
 # <= 2025.3.0, and LLaMA-Factory 0.9.5 needs datasets <= 4.0).
