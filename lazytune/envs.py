@@ -412,9 +412,12 @@ def normalize(name: str) -> str:
 
 def lock_path(name: str, variant: str) -> Path:
     """`configs/envs/<name>-<variant>.txt` (or the spec's own `locks` folder)."""
-    spec = get_spec(name)
+    return _lock_file(get_spec(name), variant)
+
+
+def _lock_file(spec: EnvSpec, variant: str) -> Path:
     folder = spec.locks if spec.locks is not None else resources.configs_dir() / "envs"
-    return folder / f"{name}-{variant}.txt"
+    return folder / f"{spec.name}-{variant}.txt"
 
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)\s*$")
@@ -461,9 +464,8 @@ def spec_hash(spec: EnvSpec, variant: str, with_: Iterable[str] = ()) -> str:
     Fields that only say how to check or run it (imports, report, check_commands, environment) are left out, so
     changing them never forces a rebuild. A missing lock hashes as such (the install then says what is missing).
     """
-    folder = spec.locks if spec.locks is not None else resources.configs_dir() / "envs"
     try:
-        lock_text = (folder / f"{spec.name}-{variant}.txt").read_text()
+        lock_text = _lock_file(spec, variant).read_text()
     except OSError:
         lock_text = "(no lock)"
     payload = {
@@ -542,7 +544,7 @@ def _pip_config_sources() -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(links)), list(dict.fromkeys(extra))
 
 
-def _sources(extra_index: Iterable[str] = (), *, variant: str = "cpu") -> list[str]:
+def _sources(*, variant: str = "cpu") -> list[str]:
     """Installer flags for where wheels come from: pip's own sources plus LAZYTUNE_TORCH_INDEX_URL.
 
     The CUDA variant leaves pip's find-links out: `torch==2.13.0` also matches a local `2.13.0+cpu` wheel there, and
@@ -552,7 +554,7 @@ def _sources(extra_index: Iterable[str] = (), *, variant: str = "cpu") -> list[s
     if variant != "cpu":
         links = []
     index = config.settings().torch_index_url
-    extra = [*extra, *([index] if index else []), *extra_index]
+    extra = [*extra, *([index] if index else [])]
     flags: list[str] = []
     for link in links:
         flags += ["--find-links", link]
@@ -746,6 +748,18 @@ def _lock(root: Path, name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _write_standins(spec: EnvSpec, python: Path, log: Callable[[str], None]) -> None:
+    """Write the spec's stand-in modules into the site-packages of `python`'s environment (and nowhere else)."""
+    if not spec.standins:
+        return
+    site = _site_packages(python)
+    for standin in spec.standins:
+        folder = site / standin.module
+        folder.mkdir(exist_ok=True)
+        (folder / "__init__.py").write_text(standin.source)
+        log(f"wrote stand-in module {standin.module!r} into {folder} ({standin.why})")
+
+
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -795,13 +809,7 @@ def _populate(
         _run_logged([*argv, "--index-url", index, details["torch_build"]["requirement"]], log_path, log)
     if "torch" in lock.pins:
         check_torch_build(str(python), variant)
-    if spec.standins:
-        site = _site_packages(python)
-        for standin in spec.standins:
-            folder = site / standin.module
-            folder.mkdir(exist_ok=True)
-            (folder / "__init__.py").write_text(standin.source)
-            log(f"wrote stand-in module {standin.module!r} into {folder} ({standin.why})")
+    _write_standins(spec, python, log)
     smoke = _checked(spec, str(python), lock, with_, log_path)
     log(f"{spec.name}: smoke run passed ({smoke['seconds']} s): {smoke['output']}")
     details["smoke"] = smoke
@@ -1088,22 +1096,12 @@ def format_check(result: Mapping[str, Any]) -> str:
 def installed_versions(name: str, dists: Iterable[str]) -> dict[str, str | None]:
     """Versions of `dists` in the interpreter `name`'s steps run with (package metadata only, nothing imported);
     `EnvError` when that interpreter cannot be asked."""
+    from .run import read_package_versions
+
     python = python_for(name)
-    code = (
-        "import importlib.metadata as m, json, sys\n"
-        "out = {}\n"
-        "for d in json.loads(sys.argv[1]):\n"
-        "    try: out[d] = m.version(d)\n"
-        "    except m.PackageNotFoundError: out[d] = None\n"
-        "print(json.dumps(out))\n"
-    )
     try:
-        proc = subprocess.run(
-            [python, "-I", "-c", code, json.dumps(sorted(dists))], capture_output=True, text=True, timeout=60,
-            check=False,
-        )  # fmt: skip
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return read_package_versions(python, tuple(sorted(dists)))
+    except (OSError, subprocess.SubprocessError, ValueError):
         raise EnvError(f"could not read the packages of {python} (backend environment {name})") from None
 
 
@@ -1257,11 +1255,7 @@ def lock(
             build = root / name
             _create_venv(tool, build, log_path, log)
             _install_exact(tool, env_python(build), lock_obj.lines() + list(spec.unresolved), log_path, log)
-            if spec.standins:
-                site = _site_packages(env_python(build))
-                for standin in spec.standins:
-                    (site / standin.module).mkdir(exist_ok=True)
-                    (site / standin.module / "__init__.py").write_text(standin.source)
+            _write_standins(spec, env_python(build), log)
             try:
                 smoke_result = _checked(scratch, str(env_python(build)), lock_obj, (), log_path)
             except EnvError as exc:

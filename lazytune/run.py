@@ -55,8 +55,9 @@ class Trainer(Protocol):
 
 
 
-def package_versions(python: str, names: tuple[str, ...]) -> dict[str, str | None]:
-    """Installed versions of `names` in the interpreter `python` (reads metadata only, imports nothing heavy)."""
+def read_package_versions(python: str, names: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed versions of `names` in the interpreter `python` (reads metadata only, imports nothing heavy);
+    raises OSError / SubprocessError / ValueError when the interpreter cannot be asked."""
     if not names:
         return {}
     code = (
@@ -67,9 +68,14 @@ def package_versions(python: str, names: tuple[str, ...]) -> dict[str, str | Non
         "    except m.PackageNotFoundError: out[n] = None\n"
         "print(json.dumps(out))\n"
     )
+    proc = subprocess.run([python, "-c", code, *names], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(proc.stdout)
+
+
+def package_versions(python: str, names: tuple[str, ...]) -> dict[str, str | None]:
+    """`read_package_versions`, with every version None when the interpreter cannot be asked."""
     try:
-        proc = subprocess.run([python, "-c", code, *names], capture_output=True, text=True, timeout=60, check=True)
-        return json.loads(proc.stdout)
+        return read_package_versions(python, names)
     except (OSError, subprocess.SubprocessError, ValueError):
         return {n: None for n in names}
 
